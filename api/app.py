@@ -1,0 +1,38 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.gzip import GZipMiddleware
+
+import sigflow
+from api.deps import Warehouse
+from api.errors import install_error_handlers
+from api.routes import candles, health
+from sigflow.settings import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API app: routers, error shape, gzip, and the warehouse client's lifecycle."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await app.state.warehouse.close()
+
+    app = FastAPI(
+        title="sigflow API",
+        version=sigflow.__version__,
+        description="Candles and signals computed by the sigflow pipeline.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.warehouse = Warehouse(settings)
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(candles.router)
+    return app

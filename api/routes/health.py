@@ -1,0 +1,51 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api.deps import SettingsDep
+
+router = APIRouter(tags=["health"])
+log = logging.getLogger(__name__)
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+async def _kafka_reachable(bootstrap: str, timeout: float = 2.0) -> bool:
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
+        except (OSError, TimeoutError, ValueError):
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return True
+    return False
+
+
+@router.get("/readyz")
+async def readyz(request: Request, settings: SettingsDep) -> JSONResponse:
+    """Ready when ClickHouse answers a query and a Kafka bootstrap server accepts connections."""
+    checks = {"kafka": await _kafka_reachable(settings.kafka_bootstrap)}
+    try:
+        client = await request.app.state.warehouse.client()
+        await client.query("SELECT 1")
+        checks["clickhouse"] = True
+    except Exception as exc:  # any failure means "not ready"; say which in the log
+        log.warning("readiness: clickhouse check failed", extra={"error": str(exc)})
+        checks["clickhouse"] = False
+    ready = all(checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )

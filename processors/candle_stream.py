@@ -1,0 +1,166 @@
+"""Turns a micro-batch of raw `trades` records into candles and dead letters.
+
+The Faust agent is a thin shell around `CandleStream.process()`: this module decodes,
+routes bad input to the DLQ, skips records the state has already seen (so a restart
+that re-reads uncommitted offsets changes nothing), and feeds each key's trades to its
+`CandleState` per interval.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from processors.candles import CandleState, ClosedCandle, TradeColumns, interval_ms
+from schemas.codec import codec_for
+from schemas.dead_letters import dead_letter_record
+from schemas.events import Candle, Trade
+from schemas.exceptions import SchemaError
+
+TRADE_CODEC = codec_for(Trade)
+CANDLE_CODEC = codec_for(Candle)
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One consumed Kafka record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class BatchResult:
+    """What one micro-batch produced."""
+
+    candles: list[tuple[bytes, bytes]] = field(default_factory=list)
+    dead_letters: list[tuple[bytes, bytes]] = field(default_factory=list)
+    states: dict[bytes, dict[str, Any]] = field(default_factory=dict)
+    trades: int = 0
+    late: int = 0
+    skipped: int = 0
+
+
+StateLoader = Callable[[bytes], dict[str, Any] | None]
+
+
+class CandleStream:
+    """Candle building for every interval, keyed by the record key `exchange:symbol`."""
+
+    def __init__(self, intervals: Iterable[str], lateness_ms: int) -> None:
+        self.intervals = {name: interval_ms(name) for name in intervals}
+        self.lateness_ms = lateness_ms
+
+    def process(self, records: Iterable[RawRecord], load_state: StateLoader) -> BatchResult:
+        """Decode, dead-letter and aggregate a batch; return outputs and new state per key."""
+        result = BatchResult()
+        by_key: dict[bytes, list[tuple[RawRecord, Any]]] = defaultdict(list)
+        for record in records:
+            trade = self._decode(record, result)
+            if trade is not None:
+                by_key[record.key or b""].append((record, trade))
+        for key, items in by_key.items():
+            self._process_key(key, items, load_state(key), result)
+        return result
+
+    def _decode(self, record: RawRecord, result: BatchResult) -> Any | None:
+        try:
+            if record.value is None:
+                raise SchemaError("empty record value")
+            trade = TRADE_CODEC.decode(record.value)
+            expected = f"{trade.exchange}:{trade.symbol}".encode()
+            if record.key != expected:
+                raise SchemaError(f"record key {record.key!r} is not exchange:symbol {expected!r}")
+        except SchemaError as exc:
+            result.dead_letters.append(_reject(record, exc.reason, "schema"))
+            return None
+        return trade
+
+    def _process_key(
+        self,
+        key: bytes,
+        items: list[tuple[RawRecord, Any]],
+        saved: dict[str, Any] | None,
+        result: BatchResult,
+    ) -> None:
+        last_offset = saved["offset"] if saved else -1
+        fresh = [(record, trade) for record, trade in items if record.offset > last_offset]
+        result.skipped += len(items) - len(fresh)
+        if not fresh:
+            return
+        trades = [trade for _, trade in fresh]
+        columns = TradeColumns(
+            ts=np.fromiter((t.ts for t in trades), dtype=np.int64, count=len(trades)),
+            price=np.fromiter((t.price for t in trades), dtype=np.float64, count=len(trades)),
+            size=np.fromiter((t.size for t in trades), dtype=np.float64, count=len(trades)),
+            is_buy=np.fromiter((t.side == "buy" for t in trades), dtype=bool, count=len(trades)),
+        )
+        states = saved["intervals"] if saved else {}
+        late_any = np.zeros(len(trades), dtype=bool)
+        for name, width in self.intervals.items():
+            state = (
+                CandleState.from_dict(states[name], width, self.lateness_ms)
+                if name in states
+                else CandleState(width, self.lateness_ms)
+            )
+            closed, late = state.add(columns)
+            late_any |= late
+            first = trades[0]
+            result.candles.extend(
+                (key, CANDLE_CODEC.encode(to_candle(first.exchange, first.symbol, name, width, c)))
+                for c in closed
+            )
+            states[name] = state.to_dict()
+        for (record, trade), is_late in zip(fresh, late_any, strict=True):
+            if is_late:
+                result.late += 1
+                reason = (
+                    f"trade at {trade.ts} arrived after its window closed "
+                    f"(allowed lateness {self.lateness_ms} ms)"
+                )
+                result.dead_letters.append(_reject(record, reason, "late"))
+        result.trades += len(fresh)
+        result.states[key] = {"offset": fresh[-1][0].offset, "intervals": states}
+
+
+def to_candle(exchange: str, symbol: str, interval: str, width: int, closed: ClosedCandle) -> Any:
+    """The `Candle` event of a closed window."""
+    agg = closed.aggregate
+    return CANDLE_CODEC.struct(
+        exchange=exchange,
+        symbol=symbol,
+        interval=interval,
+        open_time=closed.open_time,
+        close_time=closed.open_time + width,
+        open=agg.open,
+        high=agg.high,
+        low=agg.low,
+        close=agg.close,
+        volume=agg.volume,
+        quote_volume=agg.quote_volume,
+        vwap=agg.quote_volume / agg.volume,
+        trade_count=agg.trade_count,
+        buy_volume=agg.buy_volume,
+        sell_volume=agg.volume - agg.buy_volume,
+        final=True,
+    )
+
+
+def _reject(record: RawRecord, reason: str, kind: str) -> tuple[bytes, bytes]:
+    return dead_letter_record(
+        source_topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        reason=reason,
+        kind=kind,
+        component="processor",
+    )

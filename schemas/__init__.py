@@ -1,0 +1,17 @@
+"""The public contract: event models, the topic registry and JSON Schema export."""
+
+from __future__ import annotations
+
+from schemas.events import Candle, DeadLetter, OnchainBlock, OnchainTransfer, Side, Trade
+from schemas.topics import TOPICS, TopicSpec
+
+__all__ = [
+    "TOPICS",
+    "Candle",
+    "DeadLetter",
+    "OnchainBlock",
+    "OnchainTransfer",
+    "Side",
+    "TopicSpec",
+    "Trade",
+]

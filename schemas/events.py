@@ -1,0 +1,114 @@
+"""Event models carried on sigflow topics (pydantic v2: the documented contract).
+
+Timestamps are integer epoch milliseconds in UTC everywhere on the wire: one unit, no
+time zone ambiguity, and they map one-to-one onto ClickHouse `DateTime64(3, 'UTC')`.
+Prices and sizes are IEEE doubles; on-chain token amounts are exact decimals sent as
+strings, because a float cannot hold an 18-decimal token amount.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Side = Literal["buy", "sell"]
+EpochMillis = Annotated[int, Field(ge=0, description="Epoch milliseconds, UTC.")]
+ExchangeId = Annotated[
+    str, Field(pattern=r"^[a-z0-9_]+$", description="Lower-case exchange id, e.g. `binance`.")
+]
+Symbol = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Z0-9]+-[A-Z0-9]+$", description="Normalized `BASE-QUOTE`, e.g. `BTC-USDT`."
+    ),
+]
+
+
+class Event(BaseModel):
+    """Shared configuration: events are immutable and reject unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Trade(Event):
+    """One executed trade, normalized from any exchange (topic `trades`)."""
+
+    exchange: ExchangeId
+    symbol: Symbol
+    trade_id: str = Field(min_length=1, description="The exchange's own trade id.")
+    price: float = Field(gt=0, description="Execution price in the quote currency.")
+    size: float = Field(gt=0, description="Executed quantity in the base currency.")
+    side: Side = Field(description="Taker side: `buy` means the taker bought.")
+    ts: EpochMillis = Field(description="Event time at the exchange, epoch ms.")
+    received_ts: EpochMillis = Field(description="When sigflow received it, epoch ms.")
+
+
+class Candle(Event):
+    """OHLCV of one event-time window for one exchange and symbol (topic `candles`)."""
+
+    exchange: ExchangeId
+    symbol: Symbol
+    interval: str = Field(pattern=r"^[0-9]+[smhd]$", description="Window length, e.g. `1m`.")
+    open_time: EpochMillis = Field(description="Window start (inclusive), epoch ms.")
+    close_time: EpochMillis = Field(description="Window end (exclusive), epoch ms.")
+    open: float = Field(gt=0)
+    high: float = Field(gt=0)
+    low: float = Field(gt=0)
+    close: float = Field(gt=0)
+    volume: float = Field(ge=0, description="Base volume.")
+    quote_volume: float = Field(ge=0, description="Quote volume, sum of price x size.")
+    vwap: float = Field(gt=0, description="Volume-weighted average price.")
+    trade_count: int = Field(ge=1)
+    buy_volume: float = Field(ge=0, description="Base volume of taker buys.")
+    sell_volume: float = Field(ge=0, description="Base volume of taker sells.")
+    final: bool = Field(description="True once the window closed under the watermark.")
+
+
+class OnchainBlock(Event):
+    """One EVM block as seen by the chain ingestor (topic `onchain.blocks`)."""
+
+    chain_id: int = Field(ge=1)
+    number: int = Field(ge=0)
+    hash: str = Field(pattern=r"^0x[0-9a-f]{64}$")
+    parent_hash: str = Field(pattern=r"^0x[0-9a-f]{64}$")
+    timestamp: EpochMillis
+    base_fee: int | None = Field(None, ge=0, description="Base fee per gas in wei (EIP-1559).")
+    gas_used: int = Field(ge=0)
+    tx_count: int = Field(ge=0)
+    status: Literal["new", "confirmed", "reorged"]
+
+
+class OnchainTransfer(Event):
+    """One ERC-20 `Transfer` log (topic `onchain.transfers`)."""
+
+    chain_id: int = Field(ge=1)
+    block: int = Field(ge=0)
+    block_hash: str = Field(pattern=r"^0x[0-9a-f]{64}$")
+    timestamp: EpochMillis
+    tx_hash: str = Field(pattern=r"^0x[0-9a-f]{64}$")
+    log_index: int = Field(ge=0)
+    token: str = Field(pattern=r"^0x[0-9a-f]{40}$", description="Token contract address.")
+    token_symbol: str
+    from_address: str = Field(pattern=r"^0x[0-9a-f]{40}$")
+    to_address: str = Field(pattern=r"^0x[0-9a-f]{40}$")
+    amount: Decimal = Field(ge=0, description="Decimal-adjusted token amount, exact.")
+    usd_value: float | None = Field(None, ge=0, description="Amount in USD at sigflow's price.")
+    confirmations: int = Field(ge=0)
+    removed: bool = Field(False, description="True when a reorg orphaned this log.")
+
+
+class DeadLetter(Event):
+    """A rejected input and why (topic `dlq`); the raw bytes are kept to replay later."""
+
+    source_topic: str
+    partition: int | None = None
+    offset: int | None = None
+    key: str | None = None
+    raw: str = Field(description="The rejected bytes: UTF-8 text, or base64 (see raw_encoding).")
+    raw_encoding: Literal["utf-8", "base64"] = "utf-8"
+    reason: str = Field(description="Why it was rejected, for a person.")
+    error_kind: str = Field(description="Machine-readable class: `schema`, `late`, ...")
+    component: str = Field(description="Which sigflow role rejected it.")
+    rejected_at: EpochMillis

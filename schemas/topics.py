@@ -1,0 +1,69 @@
+"""The topic registry: every sigflow topic, its key, its value model and its retention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from schemas.events import Candle, DeadLetter, OnchainBlock, OnchainTransfer, Trade
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic of the public contract (the name is without the configurable prefix)."""
+
+    name: str
+    key: str
+    value_model: type[BaseModel]
+    description: str
+    retention_ms: int
+    partitions: int | None = None  # None: the `topic_partitions` setting
+
+    def config(self) -> dict[str, str]:
+        """Kafka topic configuration sigflow creates the topic with."""
+        return {"retention.ms": str(self.retention_ms), "cleanup.policy": "delete"}
+
+
+TOPICS: dict[str, TopicSpec] = {
+    spec.name: spec
+    for spec in (
+        TopicSpec(
+            "trades",
+            key="`exchange:symbol`",
+            value_model=Trade,
+            description="Normalized trades from every exchange, one JSON object per record.",
+            retention_ms=7 * DAY_MS,
+        ),
+        TopicSpec(
+            "candles",
+            key="`exchange:symbol`",
+            value_model=Candle,
+            description="Event-time OHLCV candles, emitted once per window when it closes.",
+            retention_ms=30 * DAY_MS,
+        ),
+        TopicSpec(
+            "onchain.blocks",
+            key="chain id",
+            value_model=OnchainBlock,
+            description="EVM blocks with their finality status.",
+            retention_ms=30 * DAY_MS,
+        ),
+        TopicSpec(
+            "onchain.transfers",
+            key="chain id",
+            value_model=OnchainTransfer,
+            description="ERC-20 Transfer logs, decimal-adjusted; `removed` after a reorg.",
+            retention_ms=30 * DAY_MS,
+        ),
+        TopicSpec(
+            "dlq",
+            key="source topic",
+            value_model=DeadLetter,
+            description="Rejected input with its source and the reason it was rejected.",
+            retention_ms=30 * DAY_MS,
+        ),
+    )
+}

@@ -1,0 +1,172 @@
+"""The `sigflow` command line: the local stack, each role, the demo and the contract."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from sigflow.exceptions import SigflowError
+from sigflow.logs import configure_logging
+from sigflow.settings import BrokerKind, Settings
+
+app = typer.Typer(
+    help="sigflow: streaming crypto signals from exchange trades and on-chain events.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+stack_app = typer.Typer(help="The local broker + warehouse, running in the background.")
+ingest_app = typer.Typer(help="Put trades on the `trades` topic.")
+schemas_app = typer.Typer(help="The published contract of every topic.")
+app.add_typer(stack_app, name="stack")
+app.add_typer(ingest_app, name="ingest")
+app.add_typer(schemas_app, name="schemas")
+
+console = Console(stderr=True)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, adjusted to a running local stack's broker."""
+    from sigflow.stack import adjust_for_local_stack
+
+    settings = adjust_for_local_stack(Settings())
+    configure_logging(settings.log_level, json=settings.log_json)
+    return settings
+
+
+@stack_app.command("up")
+def stack_up(
+    broker: Annotated[
+        BrokerKind | None,
+        typer.Option(help="kafka (Apache Kafka, needs Java 17), tansu (in-memory), auto."),
+    ] = None,
+) -> None:
+    """Start the local broker and warehouse in the background (until `stack down`)."""
+    from sigflow.stack import LocalStack
+
+    settings = load_settings()
+    status = LocalStack(settings).up(broker or settings.broker, console=console)
+    console.print(status.describe())
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the local broker and warehouse (warehouse data stays on disk)."""
+    from sigflow.stack import LocalStack
+
+    LocalStack(load_settings()).down(console=console)
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Show what runs; exit 1 if the stack is not up."""
+    from sigflow.stack import LocalStack
+
+    status = LocalStack(load_settings()).status()
+    console.print(status.describe())
+    raise typer.Exit(0 if status.up else 1)
+
+
+@app.command()
+def demo(
+    once: Annotated[
+        bool, typer.Option("--once", help="Process the bundled data, print a summary, exit.")
+    ] = False,
+    days: Annotated[int, typer.Option(min=1, help="Days of real BTC-USD hours to replay.")] = 3,
+    trades_per_hour: Annotated[
+        int, typer.Option(min=4, help="Synthetic trades inside each real hourly candle.")
+    ] = 600,
+) -> None:
+    """Run everything on the local stack: replay bundled data through every role."""
+    from sigflow.demo import run_demo
+
+    run_demo(
+        load_settings(), once=once, days=days, trades_per_hour=trades_per_hour, console=console
+    )
+
+
+@ingest_app.command("replay")
+def ingest_replay(
+    path: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="CSV, JSONL or Parquet.")
+    ],
+) -> None:
+    """Publish trades from a file (exchange, symbol, trade_id, price, size, side, ts)."""
+    from ingest.replay import replay_file
+
+    summary = asyncio.run(replay_file(load_settings(), path, console=console))
+    console.print(summary)
+
+
+@ingest_app.command("sample")
+def ingest_sample(
+    days: Annotated[int, typer.Option(min=1, help="Days of real BTC-USD hours to replay.")] = 3,
+    trades_per_hour: Annotated[int, typer.Option(min=4)] = 600,
+) -> None:
+    """Publish synthetic trades built inside real BTC-USD hourly candles."""
+    from ingest.replay import replay_sample
+
+    summary = asyncio.run(
+        replay_sample(load_settings(), days=days, trades_per_hour=trades_per_hour, console=console)
+    )
+    console.print(summary)
+
+
+@app.command()
+def process() -> None:
+    """Run the Faust stream processor (candles) until Ctrl-C."""
+    from sigflow.roles import run_processor
+
+    run_processor(load_settings())
+
+
+@app.command()
+def sink() -> None:
+    """Run the ClickHouse sink until Ctrl-C (applies migrations first)."""
+    from sigflow.roles import run_sink
+
+    run_sink(load_settings())
+
+
+@app.command()
+def api() -> None:
+    """Serve the HTTP API until Ctrl-C."""
+    from sigflow.roles import run_api
+
+    run_api(load_settings())
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending ClickHouse migrations."""
+    from sigflow.roles import migrate as apply
+
+    applied = asyncio.run(apply(load_settings()))
+    console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+@schemas_app.command("export")
+def schemas_export(
+    directory: Annotated[Path, typer.Argument(file_okay=False, help="Where to write *.json.")],
+) -> None:
+    """Write one JSON Schema file per topic."""
+    from schemas.export import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        console.print(str(path))
+
+
+def main() -> None:
+    """Console entry point: expected errors become one line and an exit code."""
+    try:
+        app()
+    except SigflowError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

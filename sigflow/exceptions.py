@@ -1,0 +1,32 @@
+"""The root of every error sigflow raises on purpose.
+
+    SigflowError
+    ├── ConfigError          settings that cannot work (bad URL, missing binary)
+    ├── StackError           the local broker or warehouse failed to start or stop
+    ├── SchemaError          (schemas.exceptions) input that does not match a topic's schema
+    ├── IngestError          (ingest.exceptions) a source that cannot be read
+    └── SinkError            (sinks.exceptions) a warehouse write that failed
+
+The CLI prints any `SigflowError` as one line and exits non-zero; anything else is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class SigflowError(Exception):
+    """Base class of all expected sigflow errors."""
+
+    exit_code: int = 1
+
+
+class ConfigError(SigflowError):
+    """Settings or environment that cannot work."""
+
+    exit_code = 2
+
+
+class StackError(SigflowError):
+    """A local service (broker, warehouse) failed to start, answer or stop."""
+
+    exit_code = 3

@@ -1,0 +1,67 @@
+"""Kafka clients configured the sigflow way, and topic creation from the registry."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from schemas.topics import TOPICS
+from sigflow.exceptions import StackError
+from sigflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
+    """A producer with explicit durability: acks=all, idempotent unless the broker can't."""
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable_idempotence": settings.kafka_idempotent_producer,
+        "linger_ms": 5,
+        "compression_type": "lz4",
+        "max_batch_size": 256 * 1024,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+async def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create every registry topic that does not exist yet; return the ones created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+    except (KafkaConnectionError, TimeoutError) as exc:
+        raise StackError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap} "
+            "(is it running? try `sigflow stack up`)"
+        ) from exc
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=settings.topic(spec.name),
+                num_partitions=spec.partitions or settings.topic_partitions,
+                replication_factor=settings.topic_replication,
+                topic_configs=spec.config(),
+            )
+            for spec in TOPICS.values()
+            if settings.topic(spec.name) not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass  # another role created them at the same moment
+            except KafkaError as exc:
+                raise StackError(f"creating topics failed: {exc}") from exc
+        created = [topic.name for topic in wanted]
+        if created:
+            log.info("created topics", extra={"topics": created})
+        return created
+    finally:
+        await admin.close()

@@ -1,0 +1,118 @@
+"""One typed settings object for every role; each knob is also a `SIGFLOW_*` env var."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BrokerKind = Literal["auto", "kafka", "tansu"]
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "sigflow"
+
+
+class Settings(BaseSettings):
+    """Every setting has a default that works on one machine with `sigflow stack up`."""
+
+    model_config = SettingsConfigDict(env_prefix="SIGFLOW_", env_file=".env", extra="ignore")
+
+    # Kafka
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated host:port."
+    )
+    topic_prefix: str = Field("sigflow.", description="Prefix of every sigflow topic name.")
+    topic_partitions: int = Field(
+        3, ge=1, description="Partitions for topics sigflow creates (keys keep per-symbol order)."
+    )
+    topic_replication: int = Field(1, ge=1, description="Replication factor for new topics.")
+    kafka_idempotent_producer: bool = Field(
+        True,
+        description="acks=all + idempotent producer; turn off only for brokers without "
+        "InitProducerId (the Tansu quick-start broker).",
+    )
+    kafka_session_timeout_ms: int = Field(
+        10_000,
+        ge=1000,
+        description="Consumer group session timeout: how fast a dead member is replaced.",
+    )
+
+    # ClickHouse
+    clickhouse_url: str = Field(
+        "http://127.0.0.1:8123", description="ClickHouse HTTP endpoint (server or embedded engine)."
+    )
+    clickhouse_database: str = Field("sigflow", description="Database holding sigflow tables.")
+    clickhouse_user: str = Field("default", description="ClickHouse user.")
+    clickhouse_password: SecretStr = Field(SecretStr(""), description="ClickHouse password.")
+
+    # Local stack
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Where the local stack keeps broker logs, warehouse files and sample data.",
+    )
+    broker: BrokerKind = Field(
+        "auto", description="Local broker for `stack up`: kafka (needs Java 17), tansu, or auto."
+    )
+    kafka_version: str = Field("4.4.0", description="Apache Kafka release the local launcher runs.")
+
+    # Processing
+    candle_intervals: list[str] = Field(
+        default_factory=lambda: ["1m"], description="Candle intervals built by the processor."
+    )
+    allowed_lateness_ms: int = Field(
+        2_000,
+        ge=0,
+        description="How far behind the newest trade a trade may arrive and still count.",
+    )
+    processor_batch_size: int = Field(
+        2_000, ge=1, description="Trades the processor takes per micro-batch."
+    )
+    processor_batch_seconds: float = Field(
+        0.2, gt=0, description="Longest wait to fill a processor micro-batch."
+    )
+    processor_app_id: str = Field("sigflow-processor", description="Faust app id (consumer group).")
+
+    # Sink
+    sink_group_id: str = Field("sigflow-sink", description="Consumer group of the ClickHouse sink.")
+    sink_batch_rows: int = Field(50_000, ge=1, description="Rows that trigger a warehouse flush.")
+    sink_flush_seconds: float = Field(1.0, gt=0, description="Longest time rows wait for a flush.")
+
+    # API
+    api_host: str = Field("127.0.0.1", description="Address the API binds to.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
+
+    # Observability
+    log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
+    log_json: bool = Field(True, description="Structured JSON logs (false: human-readable).")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus metrics port for ingest/process/sink (0: off)."
+    )
+
+    def topic(self, name: str) -> str:
+        """Full Kafka topic name for a registry name such as `trades`."""
+        return f"{self.topic_prefix}{name}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings read once per process from the environment."""
+    return Settings()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """`SIGFLOW_*` variables that reproduce `settings` in a child process."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):
+            text = value.get_secret_value()
+        elif isinstance(value, list | dict):
+            text = json.dumps(value)
+        else:
+            text = str(value)
+        env[f"SIGFLOW_{name.upper()}"] = text
+    return env

@@ -1,0 +1,1 @@
+"""Sinks: the ClickHouse writer with its migrations (webhooks come later)."""
