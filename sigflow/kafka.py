@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
@@ -61,7 +61,32 @@ async def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
                 raise StackError(f"creating topics failed: {exc}") from exc
         created = [topic.name for topic in wanted]
         if created:
-            log.info("created topics", extra={"topics": created})
+            log.debug("created topics", extra={"topics": created})
         return created
     finally:
         await admin.close()
+
+
+async def consumer_lag(settings: Settings, group: str, topics: list[str]) -> int | None:
+    """Records of `topics` that `group` has not committed yet; None before its first commit.
+
+    Reads commits through a consumer of the group that never subscribes (so it does not
+    join or disturb the group); the admin OffsetFetch is not served by every broker.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group)
+    await consumer.start()
+    try:
+        await consumer.topics()  # loads partition metadata
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in topics
+            for partition in consumer.partitions_for_topic(topic) or ()
+        ]
+        ends = await consumer.end_offsets(partitions)
+        committed = {tp: await consumer.committed(tp) for tp in partitions}
+    finally:
+        await consumer.stop()
+    if all(offset is None for offset in committed.values()):
+        return None
+    # Clamped per partition: Tansu reports the end of a multi-record batch short.
+    return sum(max(0, ends[tp] - (committed[tp] or 0)) for tp in partitions)

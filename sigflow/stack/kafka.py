@@ -162,7 +162,7 @@ class KafkaBroker:
                 f"(broker log: {self.log_file})"
             ) from exc
         for line in result.stdout.splitlines():
-            logger.info(line)
+            logger.debug(line)
         if check and result.returncode != 0:
             output = result.stderr.strip() or result.stdout.strip() or "no output"
             # The script's first line says what failed; the broker's log lines follow.

@@ -1,21 +1,20 @@
 """Embedded warehouse: ClickHouse's HTTP interface in front of the in-process chdb engine.
 
 The local stack runs no ClickHouse server, yet sigflow and its users keep talking unchanged
-clickhouse-connect (sync or async, default options) to `http://127.0.0.1:8123`. This serves the
-part of the protocol that client uses: `/ping`, SQL in the `query` parameter and/or the body,
-`database`, `param_*`, `default_format`, per-query settings, gzip/deflate/zstd/lz4 in both
-directions, `X-ClickHouse-*` headers and errors with ClickHouse's codes and HTTP statuses.
+clickhouse-connect (sync or async, default options) to `http://127.0.0.1:8123`. Served here:
+`/ping`; SQL in the `query` parameter and/or the body; `database`, `param_*`, `default_format`
+and per-query settings; gzip/deflate/zstd/lz4 both ways; `X-ClickHouse-*` headers; errors with
+ClickHouse's codes and HTTP statuses.
 
-chdb 4.4 behaviour it relies on: binary data inlined after `INSERT ... FORMAT X` in query text
-is cut short, so such inserts go through `Session.send_insert`; `SET` lasts for the session, so
-per-query settings are one `SET` before the statement and one reverting `SET` after it, under
-the lock that serializes all engine calls; `params=` binds `{name:Type}` from HTTP's escaped
-`param_*` text; a `FORMAT` clause in the SQL wins over the `fmt` argument; the engine's timezone
-follows the host unless `session_timezone=UTC` pins it.
+chdb 4.4 facts it relies on: binary data inlined after `INSERT ... FORMAT X` is cut short, so
+those inserts go through `Session.send_insert`; `SET` lasts for the session, so a query's
+settings are one `SET` before it and one reverting `SET` after it, under the engine lock;
+`params=` binds `{name:Type}` from HTTP's escaped `param_*` text; a `FORMAT` clause in the SQL
+beats the `fmt` argument; the timezone follows the host unless `session_timezone=UTC` pins it.
 
-Limits: one engine session serves every client, so `SET`/`USE` sent as statements outlive their
-request and `session_id` is ignored; external data, `compress=1`/`decompress=1` (ClickHouse's
-block compression) and `readonly` are refused; results are buffered, not streamed.
+Limits: one engine session for every client (`SET`/`USE` statements outlive their request,
+`session_id` is ignored, GET is not read-only); external data, `compress=1`/`decompress=1` and
+`readonly` are refused; results are buffered, not streamed.
 """
 
 from __future__ import annotations
@@ -162,7 +161,7 @@ class Outcome:
 
     body: bytes
     output_format: str | None
-    summary: dict[str, int | float]
+    summary: dict[str, int]
 
 
 def _quote(value: str, quote: str = "'") -> str:
@@ -240,7 +239,35 @@ class Engine:
             "elapsed_ns": int(result.elapsed() * 1e9),
         }
         has_result = clause is not None or _RESULT_STATEMENT.match(sql) is not None
-        return Outcome(result.bytes(), fmt if has_result else None, summary)
+        body = result.bytes()
+        if not body and fmt == "Native" and has_result:
+            query = sql[: clause.start()] if clause else sql.rstrip().rstrip(";")
+            body = self._native_header(query, statement.params)
+        return Outcome(body, fmt if has_result else None, summary)
+
+    def _native_header(self, query: str, params: dict[str, str]) -> bytes:
+        """chdb sends no bytes for an empty Native result; ClickHouse sends the column headers."""
+        try:
+            described = self._session.query(
+                f"DESCRIBE ({query})", "JSONCompactEachRow", params=params
+            )
+        except RuntimeError:  # not a SELECT (SHOW, EXISTS ...): no header to recover
+            return b""
+        columns = [json.loads(line)[:2] for line in described.bytes().splitlines()]
+        block = bytearray(_leb128(len(columns)) + _leb128(0))  # column count, zero rows
+        for name, type_name in columns:
+            for text in (name.encode(), type_name.encode()):
+                block += _leb128(len(text)) + text
+        return bytes(block)
+
+
+def _leb128(value: int) -> bytes:
+    """The unsigned varint Native blocks use for counts and string lengths."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes([*out, value])
 
 
 def _form_fields(content_type: str, body: bytes) -> dict[str, str]:
@@ -260,7 +287,7 @@ def parse_statement(
     params: Mapping[str, str], headers: Mapping[str, str], body: bytes
 ) -> Statement:
     """Rebuild the statement as ClickHouse does: URL `query`, a newline, then the body."""
-    encoding = headers.get("content-encoding", "identity").strip().lower()
+    encoding = headers.get("content-encoding", "").strip().lower() or "identity"
     if encoding != "identity":
         if encoding not in _DECODERS:
             raise ClickHouseError.of(36, "BAD_ARGUMENTS", f"Unknown Content-Encoding {encoding!r}")

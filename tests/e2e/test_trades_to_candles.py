@@ -17,12 +17,12 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from api.app import create_app
 from ingest.publisher import TradePublisher
 from schemas.codec import codec_for
 from schemas.events import Trade
+from sigflow.kafka import consumer_lag
 from sigflow.settings import Settings
 from sinks.warehouse import connect
 from tests.conftest import Roles
@@ -148,22 +148,6 @@ async def dead_letters(settings: Settings) -> list[dict[str, Any]]:
     return [orjson.loads(r.value) for records in batches.values() for r in records]
 
 
-async def committed_to_end(settings: Settings, group: str, topic: str) -> bool:
-    """True once `group` committed every partition of `topic` up to its end offset."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    await consumer.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group)
-        partitions = [tp for tp in committed if tp.topic == topic]
-        ends = await consumer.end_offsets(partitions)
-        return bool(partitions) and all(committed[tp].offset == ends[tp] for tp in partitions)
-    finally:
-        await consumer.stop()
-        await admin.close()
-
-
 async def test_replayed_trades_become_exact_candles_in_clickhouse_and_the_api(
     pipeline_settings: Settings, roles: Roles
 ) -> None:
@@ -249,7 +233,7 @@ async def test_replayed_trades_become_exact_candles_in_clickhouse_and_the_api(
     await publish(settings, trades)
 
     async def sink_caught_up() -> bool:
-        return await committed_to_end(settings, settings.sink_group_id, settings.topic("trades"))
+        return await consumer_lag(settings, settings.sink_group_id, [settings.topic("trades")]) == 0
 
     await eventually(sink_caught_up, "the sink to commit the replayed trades", roles)
     assert await scalar(settings, f"SELECT count() FROM {db}.trades FINAL") == len(trades)

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email.message import Message
 from pathlib import Path
@@ -37,6 +38,8 @@ PASSWORD_ENV = "SIGFLOW_WAREHOUSE_PASSWORD"
 START_TIMEOUT_S = 60.0
 ROWS = 100_000
 BASE_TS = datetime(2024, 1, 1, tzinfo=UTC)
+TRADE_COLUMNS = ["ts", "symbol", "price", "id"]
+MAX_THREADS = "SELECT value FROM system.settings WHERE name = 'max_threads'"
 DECODE = {"gzip": gzip.decompress, "zstd": zstandard.decompress, "lz4": lz4.frame.decompress}
 
 
@@ -162,9 +165,16 @@ def test_select_binds_server_side_parameters(client: Client) -> None:
             "ts": BASE_TS + timedelta(milliseconds=5),
         },
     )
-    sym, qty, ts = result.first_row
+    sym, qty, ts = result.result_rows[0]
     assert (sym, qty) == ("it's\tBTC-USDT", 2.5)
     assert ts.replace(tzinfo=UTC) == BASE_TS + timedelta(milliseconds=5)
+
+
+def test_empty_result_keeps_its_columns(client: Client) -> None:
+    query = "SELECT toUInt64(1) AS id, toLowCardinality({sym:String}) AS symbol WHERE 0"
+    result = client.query(query, parameters={"sym": "BTC-USDT"})
+    assert (result.column_names, result.result_rows) == (("id", "symbol"), [])
+    assert [t.name for t in result.column_types] == ["UInt64", "LowCardinality(String)"]
 
 
 def test_long_parameters_sent_as_multipart_form_are_bound(client: Client) -> None:
@@ -197,7 +207,7 @@ def test_native_insert_of_100k_rows_reads_back(client: Client) -> None:
     summary = client.insert(
         "trades_100k",
         _trades(ROWS),
-        column_names=["ts", "symbol", "price", "id"],
+        column_names=TRADE_COLUMNS,
         column_oriented=True,
     )
     assert summary.written_rows == ROWS
@@ -255,9 +265,8 @@ def test_insert_deduplication_token_deduplicates_a_repeated_insert(client: Clien
 
 
 def test_settings_apply_to_one_query_only(client: Client) -> None:
-    max_threads = "SELECT value FROM system.settings WHERE name = 'max_threads'"
-    assert client.command(max_threads, settings={"max_threads": 3}) == 3
-    assert client.command(max_threads) != 3
+    assert client.command(MAX_THREADS, settings={"max_threads": 3}) == 3
+    assert client.command(MAX_THREADS) != 3
     as_json = "SELECT toUInt64(1) AS n FORMAT JSONEachRow"
     quoting = {"output_format_json_quote_64bit_integers": 1}
     assert client.raw_query(as_json, settings=quoting) == b'{"n":"1"}\n'
@@ -283,6 +292,26 @@ def test_errors_raise_database_error_with_the_clickhouse_message(
     assert client.command("SELECT 1") == 1  # the failed insert released the engine
 
 
+def test_concurrent_clients_never_see_each_others_settings(warehouse_port: int) -> None:
+    def run(threads: int) -> list[object]:
+        with clickhouse_connect.get_client(host="127.0.0.1", port=warehouse_port) as ch:
+            return [ch.command(MAX_THREADS, settings={"max_threads": threads}) for _ in range(20)]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(run, range(1, 9))) == [[n] * 20 for n in range(1, 9)]
+
+
+def test_ping_answers_while_a_slow_query_runs(warehouse_port: int, client: Client) -> None:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(client.command, "SELECT sleep(1)")
+        time.sleep(0.2)
+        started = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{warehouse_port}/ping") as response:
+            assert response.read() == b"Ok.\n"
+        assert not slow.done() and time.monotonic() - started < 0.5
+        assert slow.result() == 0
+
+
 async def test_async_client_inserts_and_selects_100k_rows(warehouse_port: int) -> None:
     async with await clickhouse_connect.get_async_client(
         host="127.0.0.1", port=warehouse_port
@@ -294,16 +323,18 @@ async def test_async_client_inserts_and_selects_100k_rows(warehouse_port: int) -
         summary = await ch.insert(
             "async_trades",
             _trades(ROWS),
-            column_names=["ts", "symbol", "price", "id"],
+            column_names=TRADE_COLUMNS,
             column_oriented=True,
         )
         assert summary.written_rows == ROWS
         result = await ch.query("SELECT id, price FROM async_trades ORDER BY id")
         assert result.row_count == ROWS
         assert result.result_rows[-1] == (ROWS - 1, (ROWS - 1) / 4)
-        params = {"sym": "BTC-USDT"}
+        symbols = ["BTC-USDT", *(f"SYM{i:05d}-USDT" for i in range(600))]  # a multipart form
+        params = {"syms": symbols}
         count = await ch.query(
-            "SELECT count() FROM async_trades WHERE symbol = {sym:String}", parameters=params
+            "SELECT count() FROM async_trades WHERE symbol IN {syms:Array(String)}",
+            parameters=params,
         )
         assert count.first_row == (ROWS // 2,)
 
@@ -319,7 +350,7 @@ def test_compression_round_trips_in_both_directions(warehouse_port: int, codec: 
         ch.insert(
             table,
             _trades(10_000),
-            column_names=["ts", "symbol", "price", "id"],
+            column_names=TRADE_COLUMNS,
             column_oriented=True,
         )
         assert ch.query(f"SELECT sum(id), count() FROM {table}").first_row == (49_995_000, 10_000)
@@ -348,14 +379,14 @@ def test_data_survives_restart(tmp_path: Path) -> None:
         ch.insert(
             "kept",
             _trades(1000),
-            column_names=["ts", "symbol", "price", "id"],
+            column_names=TRADE_COLUMNS,
             column_oriented=True,
         )
     with (
         running_warehouse(data_dir) as port,
         clickhouse_connect.get_client(host="127.0.0.1", port=port) as ch,
     ):
-        assert ch.query("SELECT count(), max(ts) FROM kept").first_row[0] == 1000
+        assert ch.query("SELECT count(), sum(id) FROM kept").first_row == (1000, 499_500)
 
 
 def test_password_is_required_when_configured(tmp_path: Path) -> None:

