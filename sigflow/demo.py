@@ -182,9 +182,7 @@ def run_demo(
     # SIGTERM unwinds like Ctrl-C, so the roles and the stack are stopped below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if port_in_use(settings.api_host, settings.api_port):
-        raise ConfigError(
-            f"port {settings.api_port} is taken; set SIGFLOW_API_PORT to a free port"
-        )
+        raise ConfigError(f"port {settings.api_port} is taken; set SIGFLOW_API_PORT to a free port")
     stack = LocalStack(settings)
     started_stack = not stack.status().up
     if started_stack:

@@ -73,15 +73,20 @@ async def consumer_lag(settings: Settings, group: str, topics: list[str]) -> int
     Reads commits through a consumer of the group that never subscribes (so it does not
     join or disturb the group); the admin OffsetFetch is not served by every broker.
     """
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(topic["topic"], partition["partition"])
+        for topic in described
+        for partition in topic["partitions"]
+    ]
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group)
     await consumer.start()
     try:
-        await consumer.topics()  # loads partition metadata
-        partitions = [
-            TopicPartition(topic, partition)
-            for topic in topics
-            for partition in consumer.partitions_for_topic(topic) or ()
-        ]
         ends = await consumer.end_offsets(partitions)
         committed = {tp: await consumer.committed(tp) for tp in partitions}
     finally:

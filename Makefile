@@ -1,0 +1,29 @@
+# The two commands of the README, plus the pieces they are made of.
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+
+.PHONY: demo test install lint clean
+
+## demo: install, then run the whole pipeline once on the embedded stack and print results
+demo: install
+	$(BIN)/sigflow demo --once
+
+## test: install, then run every test against real Apache Kafka and the ClickHouse engine
+test: install lint
+	$(BIN)/python -m pytest
+
+install: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --editable '.[dev]'
+	touch $@
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis
