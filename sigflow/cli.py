@@ -165,7 +165,7 @@ def schemas_export(
     """Write one JSON Schema file per topic."""
     from schemas.export import export_json_schemas
 
-    for path in export_json_schemas(directory):
+    for path in export_json_schemas(directory, load_settings().topic_prefix):
         console.print(str(path))
 
 

@@ -1,0 +1,94 @@
+"""Decoding, dead-lettering and replay protection around the candle state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from processors.candle_stream import CandleStream, RawRecord
+from schemas.codec import codec_for
+from schemas.events import Candle, Trade
+
+TOPIC = "sigflow.trades"
+KEY = b"coinbase:BTC-USD"
+
+
+def trade(trade_id: int, ts: int, price: float = 100.0) -> bytes:
+    return codec_for(Trade).encode(
+        codec_for(Trade).build(
+            exchange="coinbase",
+            symbol="BTC-USD",
+            trade_id=str(trade_id),
+            price=price,
+            size=1.0,
+            side="buy",
+            ts=ts,
+            received_ts=ts,
+        )
+    )
+
+
+def records(values: list[bytes], key: bytes = KEY, first_offset: int = 0) -> list[RawRecord]:
+    return [RawRecord(TOPIC, 0, first_offset + i, key, v) for i, v in enumerate(values)]
+
+
+class MemoryState(dict[bytes, Any]):
+    def apply(self, result: Any) -> None:
+        self.update(result.states)
+
+
+def test_closed_candle_is_emitted_as_canonical_json_with_the_record_key() -> None:
+    stream, state = CandleStream(["1m"], lateness_ms=0), MemoryState()
+    result = stream.process(
+        records([trade(1, 1_000, 10), trade(2, 2_000, 12), trade(3, 61_000)]), state.get
+    )
+    [(key, value)] = result.candles
+    candle = codec_for(Candle).decode(value)
+    assert key == KEY
+    assert (candle.open, candle.high, candle.close, candle.trade_count) == (10, 12, 12, 2)
+    assert candle.vwap == 11 and candle.final is True
+    assert value == codec_for(Candle).encode(candle)
+
+
+def test_malformed_and_mis_keyed_records_go_to_the_dlq_and_the_batch_goes_on() -> None:
+    stream, state = CandleStream(["1m"], lateness_ms=0), MemoryState()
+    batch = records([b"{oops", trade(1, 1_000)]) + records(
+        [trade(2, 1_500)], key=b"x:Y-Z", first_offset=2
+    )
+    result = stream.process(batch, state.get)
+    reasons = [orjson.loads(value) for _, value in result.dead_letters]
+    assert [r["offset"] for r in reasons] == [0, 2]
+    assert "not valid JSON" in reasons[0]["reason"]
+    assert "is not exchange:symbol" in reasons[1]["reason"]
+    assert all(r["source_topic"] == TOPIC and r["component"] == "processor" for r in reasons)
+    assert result.trades == 1
+
+
+def test_records_already_folded_into_state_are_skipped_after_a_restart() -> None:
+    stream, state = CandleStream(["1m"], lateness_ms=0), MemoryState()
+    first = records([trade(1, 1_000), trade(2, 2_000)])
+    state.apply(stream.process(first, state.get))
+    # The worker crashed before committing: the same offsets are read again.
+    again = stream.process(first + records([trade(3, 61_000)], first_offset=2), state.get)
+    assert again.skipped == 2
+    [(_, value)] = again.candles
+    assert codec_for(Candle).decode(value).trade_count == 2
+
+
+def test_late_trade_is_dead_lettered_with_kind_late() -> None:
+    stream, state = CandleStream(["1m"], lateness_ms=1_000), MemoryState()
+    result = stream.process(
+        records([trade(1, 1_000), trade(2, 70_000), trade(3, 30_000)]), state.get
+    )
+    [(_, value)] = result.dead_letters
+    letter = orjson.loads(value)
+    assert letter["error_kind"] == "late" and letter["offset"] == 2
+    assert result.late == 1
+
+
+def test_every_configured_interval_gets_its_own_candles() -> None:
+    stream, state = CandleStream(["1m", "5m"], lateness_ms=0), MemoryState()
+    result = stream.process(records([trade(1, 1_000), trade(2, 301_000)]), state.get)
+    intervals = sorted(codec_for(Candle).decode(v).interval for _, v in result.candles)
+    assert intervals == ["1m", "5m"]

@@ -1,0 +1,35 @@
+"""The topic registry and its JSON Schema export: the document subscribers code against."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from schemas.export import export_json_schemas
+from schemas.topics import TOPICS
+from sigflow.settings import Settings, settings_env
+
+
+def test_export_writes_one_schema_per_topic_with_topic_and_key(tmp_path: Path) -> None:
+    written = export_json_schemas(tmp_path, prefix="acme.")
+    assert sorted(p.name for p in written) == sorted(f"{name}.json" for name in TOPICS)
+    trades = json.loads((tmp_path / "trades.json").read_text())
+    assert trades["x-topic"] == "acme.trades"
+    assert trades["x-key"] == "`exchange:symbol`"
+    assert set(trades["required"]) >= {"exchange", "symbol", "trade_id", "price", "size", "ts"}
+    assert trades["properties"]["symbol"]["pattern"] == "^[A-Z0-9]+-[A-Z0-9]+$"
+
+
+def test_every_setting_is_documented_and_round_trips_through_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = Settings(topic_prefix="x.", candle_intervals=["1m", "5m"], api_port=9000)
+    for name, field in Settings.model_fields.items():
+        assert field.description, f"setting {name} has no description"
+    env = settings_env(settings)
+    assert env["SIGFLOW_CANDLE_INTERVALS"] == '["1m", "5m"]'
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert Settings() == settings
