@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     clickhouse_database: str = Field("sigflow", description="Database holding sigflow tables.")
     clickhouse_user: str = Field("default", description="ClickHouse user.")
     clickhouse_password: SecretStr = Field(SecretStr(""), description="ClickHouse password.")
+    warehouse_password: SecretStr = Field(
+        SecretStr(""),
+        description="Password the embedded warehouse requires (empty: none; loopback only).",
+    )
 
     # Local stack
     data_dir: Path = Field(

@@ -27,7 +27,6 @@ import gzip
 import hmac
 import json
 import logging
-import os
 import re
 import threading
 import uuid
@@ -49,9 +48,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from sigflow.settings import get_settings
+
 log = logging.getLogger(__name__)
 
-PASSWORD_ENV = "SIGFLOW_WAREHOUSE_PASSWORD"
 DISPLAY_NAME = "sigflow-warehouse"
 # URL parameters that steer the HTTP exchange (as do `http_*`); every other one is a setting.
 _TRANSPORT = """query database default_format query_id session_id session_timeout session_check
@@ -415,7 +415,8 @@ def serve(
     path: Path, host: str = "127.0.0.1", port: int = 8123, password: str | None = None
 ) -> None:
     """Serve until SIGINT/SIGTERM; the password defaults to $SIGFLOW_WAREHOUSE_PASSWORD."""
-    password = password if password is not None else os.environ.get(PASSWORD_ENV) or None
+    if password is None:
+        password = get_settings().warehouse_password.get_secret_value() or None
     auth = "password required" if password else "no password"
     log.info("warehouse on http://%s:%d, data in %s, %s", host, port, path, auth)
     # No access log: URLs carry SQL and may carry a `password` parameter.
