@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 
 from api.errors import ApiError
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)
+# What ISO-8601 can say (years 1..9999); a larger integer would wrap around in Int64.
+MIN_MS = (datetime.min.replace(tzinfo=UTC) - EPOCH) // MILLISECOND
+MAX_MS = (datetime.max.replace(tzinfo=UTC) - EPOCH) // MILLISECOND
+EPOCH_MS = re.compile(r"-?[0-9]+")  # ASCII only: str.isdigit() also accepts '²'
 
 
 def parse_time_ms(name: str, value: str) -> int:
     """Epoch ms from `1718000000000` or `2024-06-10T06:13:20Z` (naive means UTC)."""
     text = value.strip()
-    if text.lstrip("-").isdigit():
+    if EPOCH_MS.fullmatch(text):
+        if not MIN_MS <= int(text) <= MAX_MS:
+            raise ApiError(
+                422, "invalid_time", f"{name}: {value!r} epoch ms is outside the years 1..9999"
+            )
         return int(text)
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -20,4 +32,5 @@ def parse_time_ms(name: str, value: str) -> int:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    # Exact integer arithmetic: float timestamp() * 1000 is off by 1 ms for some instants.
+    return (parsed - EPOCH) // MILLISECOND

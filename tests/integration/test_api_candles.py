@@ -1,0 +1,318 @@
+"""The HTTP API in-process against the real ClickHouse engine and Kafka broker.
+
+Candles are written straight into the migrated tables, so every expectation here is a
+row this module inserted itself.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from api.app import create_app
+from schemas.events import Candle
+from sigflow.roles import migrate
+from sigflow.settings import Settings
+from sinks.warehouse import connect
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+MINUTE = 60_000
+T0 = int(datetime(2024, 6, 10, 6, 0, tzinfo=UTC).timestamp() * 1000)
+COLUMNS = list(Candle.model_fields)
+
+
+def candle(
+    exchange: str, symbol: str, interval: str, minute: int, price: float, **changes: Any
+) -> Candle:
+    length = {"1m": MINUTE, "5m": 5 * MINUTE}[interval]
+    open_time = T0 + minute * MINUTE
+    values: dict[str, Any] = {
+        "exchange": exchange,
+        "symbol": symbol,
+        "interval": interval,
+        "open_time": open_time,
+        "close_time": open_time + length,
+        "open": price,
+        "high": price + 10,
+        "low": price - 5,
+        "close": price + 2,
+        "volume": 1.5,
+        "quote_volume": 1.5 * price,
+        "vwap": price + 1,
+        "trade_count": 3,
+        "buy_volume": 1.0,
+        "sell_volume": 0.5,
+        "final": True,
+    }
+    return Candle(**{**values, **changes})
+
+
+BTC_0 = candle("binance", "BTC-USDT", "1m", 0, 60_000.0)
+BTC_1_FIRST = candle("binance", "BTC-USDT", "1m", 1, 60_100.0, final=False, trade_count=1)
+BTC_1 = candle("binance", "BTC-USDT", "1m", 1, 60_110.0)  # same natural key, written later
+BTC_2 = candle("binance", "BTC-USDT", "1m", 2, 60_200.0)
+ETH_0 = candle("binance", "ETH-USDT", "1m", 0, 3_500.0)
+BTC_5M = candle("binance", "BTC-USDT", "5m", 0, 60_050.0)
+COINBASE_BTC_0 = candle("coinbase", "BTC-USDT", "1m", 0, 60_001.0)
+BTC_1M = [BTC_0, BTC_1, BTC_2]
+BTC_QUERY = {"exchange": "binance", "symbol": "BTC-USDT", "interval": "1m"}
+
+
+def settings_for(kafka_bootstrap: str, clickhouse_url: str, database: str) -> Settings:
+    return Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        clickhouse_url=clickhouse_url,
+        clickhouse_database=database,
+        log_json=False,
+    )
+
+
+@pytest.fixture(scope="module")
+async def settings(kafka_bootstrap: str, clickhouse_url: str) -> Settings:
+    """A migrated database holding the candles above (one key written twice)."""
+    settings = settings_for(kafka_bootstrap, clickhouse_url, f"api{uuid.uuid4().hex[:8]}")
+    await migrate(settings)
+    client = await connect(settings)
+    try:
+        # Two inserts, two parts: FINAL must fold BTC_1_FIRST into BTC_1.
+        for batch in (
+            [BTC_2, BTC_1_FIRST, ETH_0, BTC_5M, COINBASE_BTC_0],
+            [BTC_1, BTC_0],
+        ):
+            rows = [[getattr(c, name) for name in COLUMNS] for c in batch]
+            await client.insert("candles", rows, column_names=COLUMNS)
+    finally:
+        await client.close()
+    return settings
+
+
+async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            yield http
+    finally:
+        await app.state.warehouse.close()
+
+
+@pytest.fixture(scope="module")
+async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async for http in serve(settings):
+        yield http
+
+
+async def get_candles(api: httpx.AsyncClient, **params: Any) -> list[Candle]:
+    response = await api.get("/v1/candles", params=params)
+    assert response.status_code == 200, response.text
+    return [Candle(**item) for item in response.json()]
+
+
+def assert_error(response: httpx.Response, status: int, code: str, *message_parts: str) -> None:
+    """The one error shape, with a message that names what was wrong."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert list(body) == ["error"]
+    assert set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["details"], list)
+    for part in message_parts:
+        assert part in body["error"]["message"]
+
+
+# ---- reading candles ---------------------------------------------------------------
+
+
+async def test_candles_come_back_with_their_exact_values_in_time_order(
+    api: httpx.AsyncClient,
+) -> None:
+    response = await api.get("/v1/candles", params=BTC_QUERY)
+    assert response.status_code == 200
+    assert response.json() == [c.model_dump() for c in BTC_1M]
+
+
+async def test_final_returns_only_the_latest_row_of_a_key_written_twice(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    client = await connect(settings)
+    try:
+        stored = await client.query(
+            "SELECT count() FROM candles WHERE symbol = 'BTC-USDT' AND interval = '1m' "
+            "AND open_time = fromUnixTimestamp64Milli({t:Int64})",
+            parameters={"t": BTC_1.open_time},
+        )
+    finally:
+        await client.close()
+    assert stored.first_row == (2,)  # both versions are on disk, unmerged
+    returned = await get_candles(api, **BTC_QUERY, start=BTC_1.open_time, limit=1)
+    assert returned == [BTC_1]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"exchange": "binance", "symbol": "ETH-USDT"}, [ETH_0]),
+        ({"exchange": "coinbase", "symbol": "BTC-USDT"}, [COINBASE_BTC_0]),
+        ({"exchange": "binance", "symbol": "BTC-USDT", "interval": "5m"}, [BTC_5M]),
+        ({"exchange": "binance", "symbol": "BTC-USDT", "interval": "1h"}, []),
+        ({"exchange": "kraken", "symbol": "BTC-USDT"}, []),
+    ],
+    ids=["other-symbol", "other-exchange", "other-interval", "no-such-interval", "unknown"],
+)
+async def test_exchange_symbol_and_interval_select_only_their_candles(
+    api: httpx.AsyncClient, query: dict[str, str], expected: list[Candle]
+) -> None:
+    assert await get_candles(api, **query) == expected
+
+
+async def test_interval_defaults_to_one_minute(api: httpx.AsyncClient) -> None:
+    assert await get_candles(api, exchange="binance", symbol="BTC-USDT") == BTC_1M
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (str(BTC_1.open_time), str(BTC_2.open_time)),
+        ("2024-06-10T06:01:00Z", "2024-06-10T06:02:00Z"),
+        ("2024-06-10T08:01:00+02:00", "2024-06-10T01:02:00-05:00"),
+        ("2024-06-10T06:01:00", "2024-06-10T06:02:00.000"),
+    ],
+    ids=["epoch-ms", "iso-z", "iso-offset", "iso-naive-is-utc"],
+)
+async def test_start_is_inclusive_and_end_exclusive_in_every_time_format(
+    api: httpx.AsyncClient, start: str, end: str
+) -> None:
+    assert await get_candles(api, **BTC_QUERY, start=start, end=end) == [BTC_1]
+
+
+async def test_end_one_millisecond_after_an_open_time_includes_that_candle(
+    api: httpx.AsyncClient,
+) -> None:
+    candles = await get_candles(api, **BTC_QUERY, start=BTC_1.open_time, end=BTC_2.open_time + 1)
+    assert candles == [BTC_1, BTC_2]
+
+
+@pytest.mark.parametrize(("limit", "expected"), [(1, [BTC_0]), (2, [BTC_0, BTC_1])])
+async def test_limit_keeps_the_earliest_candles(
+    api: httpx.AsyncClient, limit: int, expected: list[Candle]
+) -> None:
+    assert await get_candles(api, **BTC_QUERY, limit=limit) == expected
+
+
+# ---- rejected requests -------------------------------------------------------------
+
+INJECTION = "' OR 1=1; DROP TABLE candles; --"
+
+
+@pytest.mark.parametrize(
+    ("params", "code", "message_parts"),
+    [
+        ({"symbol": "BTCUSD"}, "invalid_request", ["query.symbol", "pattern"]),
+        ({"symbol": f"BTC-USDT{INJECTION}"}, "invalid_request", ["query.symbol"]),
+        ({"exchange": f"binance{INJECTION}"}, "invalid_request", ["query.exchange"]),
+        ({"interval": "7x"}, "invalid_interval", ["'7x'", "1m"]),
+        ({"interval": f"1m{INJECTION}"}, "invalid_interval", ["unknown candle interval"]),
+        ({"start": "yesterday"}, "invalid_time", ["start", "'yesterday'", "ISO-8601"]),
+        ({"end": "yesterday"}, "invalid_time", ["end", "'yesterday'"]),
+        ({"start": T0, "end": T0}, "invalid_range", ["end must be after start"]),
+        ({"start": "2024-06-10T06:01:00Z", "end": T0}, "invalid_range", ["end", "start"]),
+        ({"limit": 0}, "invalid_request", ["query.limit", "1"]),
+        ({"limit": 10_001}, "invalid_request", ["query.limit", "10000"]),
+        ({"exchange": None}, "invalid_request", ["query.exchange", "required"]),
+        ({"symbol": None}, "invalid_request", ["query.symbol", "required"]),
+    ],
+    ids=[
+        "symbol-without-separator",
+        "symbol-sql-injection",
+        "exchange-sql-injection",
+        "unknown-interval",
+        "interval-with-quote",
+        "start-not-a-time",
+        "end-not-a-time",
+        "end-equals-start",
+        "end-before-start",
+        "limit-zero",
+        "limit-too-large",
+        "exchange-missing",
+        "symbol-missing",
+    ],
+)
+async def test_invalid_candle_request_is_a_422_in_the_error_shape(
+    api: httpx.AsyncClient, params: dict[str, Any], code: str, message_parts: list[str]
+) -> None:
+    query = {k: v for k, v in {**BTC_QUERY, **params}.items() if v is not None}
+    assert_error(await api.get("/v1/candles", params=query), 422, code, *message_parts)
+
+
+async def test_missing_parameters_are_each_listed_in_details(api: httpx.AsyncClient) -> None:
+    response = await api.get("/v1/candles")
+    assert_error(response, 422, "invalid_request", "required")
+    locations = [d["location"] for d in response.json()["error"]["details"]]
+    assert locations == ["query.exchange", "query.symbol"]
+
+
+async def test_unknown_path_is_a_404_in_the_error_shape(api: httpx.AsyncClient) -> None:
+    assert_error(await api.get("/v1/nothing-here"), 404, "not_found", "Not Found")
+
+
+async def test_rejected_injection_left_the_candles_table_intact(api: httpx.AsyncClient) -> None:
+    await api.get("/v1/candles", params={**BTC_QUERY, "symbol": f"BTC-USDT{INJECTION}"})
+    assert await get_candles(api, **BTC_QUERY) == BTC_1M
+
+
+# ---- health and contract -----------------------------------------------------------
+
+
+async def test_healthz_answers_ok(api: httpx.AsyncClient) -> None:
+    response = await api.get("/healthz")
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+async def test_readyz_is_ready_when_kafka_and_clickhouse_answer(api: httpx.AsyncClient) -> None:
+    response = await api.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "checks": {"kafka": True, "clickhouse": True}}
+
+
+@pytest.mark.parametrize("down", [{"clickhouse"}, {"kafka"}, {"kafka", "clickhouse"}])
+async def test_readyz_is_503_naming_each_service_that_does_not_answer(
+    kafka_bootstrap: str, clickhouse_url: str, down: set[str]
+) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    settings = settings_for(
+        closed if "kafka" in down else kafka_bootstrap,
+        f"http://{closed}" if "clickhouse" in down else clickhouse_url,
+        "default",
+    )
+    async for http in serve(settings):
+        response = await http.get("/readyz")
+    assert response.status_code == 503
+    checks = {"kafka": "kafka" not in down, "clickhouse": "clickhouse" not in down}
+    assert response.json() == {"status": "not_ready", "checks": checks}
+
+
+async def test_openapi_documents_the_candles_route_and_its_error_shape(
+    api: httpx.AsyncClient,
+) -> None:
+    response = await api.get("/openapi.json")
+    assert response.status_code == 200
+    operation = response.json()["paths"]["/v1/candles"]["get"]
+    assert {p["name"] for p in operation["parameters"]} == {
+        "exchange",
+        "symbol",
+        "interval",
+        "start",
+        "end",
+        "limit",
+    }
+    assert operation["responses"]["422"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorPublic"
+    }
