@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from api.app import create_app
 from schemas.events import Candle
@@ -94,6 +94,7 @@ async def settings(kafka_bootstrap: str, clickhouse_url: str) -> Settings:
     return settings
 
 
+@asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app)
@@ -106,7 +107,7 @@ async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="module")
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async for http in serve(settings):
+    async with serve(settings) as http:
         yield http
 
 
@@ -165,7 +166,7 @@ async def test_final_returns_only_the_latest_row_of_a_key_written_twice(
         ({"exchange": "binance", "symbol": "BTC-USDT", "interval": "1h"}, []),
         ({"exchange": "kraken", "symbol": "BTC-USDT"}, []),
     ],
-    ids=["other-symbol", "other-exchange", "other-interval", "no-such-interval", "unknown"],
+    ids=["symbol", "exchange", "interval", "interval-without-candles", "exchange-without-candles"],
 )
 async def test_exchange_symbol_and_interval_select_only_their_candles(
     api: httpx.AsyncClient, query: dict[str, str], expected: list[Candle]
@@ -191,6 +192,10 @@ async def test_start_is_inclusive_and_end_exclusive_in_every_time_format(
     api: httpx.AsyncClient, start: str, end: str
 ) -> None:
     assert await get_candles(api, **BTC_QUERY, start=start, end=end) == [BTC_1]
+
+
+async def test_iso_time_keeps_its_milliseconds(api: httpx.AsyncClient) -> None:
+    assert await get_candles(api, **BTC_QUERY, start="2024-06-10T06:01:00.001Z") == [BTC_2]
 
 
 async def test_end_one_millisecond_after_an_open_time_includes_that_candle(
@@ -222,6 +227,9 @@ INJECTION = "' OR 1=1; DROP TABLE candles; --"
         ({"interval": f"1m{INJECTION}"}, "invalid_interval", ["unknown candle interval"]),
         ({"start": "yesterday"}, "invalid_time", ["start", "'yesterday'", "ISO-8601"]),
         ({"end": "yesterday"}, "invalid_time", ["end", "'yesterday'"]),
+        ({"start": "²"}, "invalid_time", ["start", "'²'"]),
+        ({"start": "--5"}, "invalid_time", ["start", "'--5'"]),
+        ({"start": str(2**64 + T0)}, "invalid_time", ["start", "outside the years 1..9999"]),
         ({"start": T0, "end": T0}, "invalid_range", ["end must be after start"]),
         ({"start": "2024-06-10T06:01:00Z", "end": T0}, "invalid_range", ["end", "start"]),
         ({"limit": 0}, "invalid_request", ["query.limit", "1"]),
@@ -237,6 +245,9 @@ INJECTION = "' OR 1=1; DROP TABLE candles; --"
         "interval-with-quote",
         "start-not-a-time",
         "end-not-a-time",
+        "start-superscript-digit",
+        "start-double-minus",
+        "start-beyond-int64",
         "end-equals-start",
         "end-before-start",
         "limit-zero",
@@ -282,7 +293,11 @@ async def test_readyz_is_ready_when_kafka_and_clickhouse_answer(api: httpx.Async
     assert response.json() == {"status": "ready", "checks": {"kafka": True, "clickhouse": True}}
 
 
-@pytest.mark.parametrize("down", [{"clickhouse"}, {"kafka"}, {"kafka", "clickhouse"}])
+@pytest.mark.parametrize(
+    "down",
+    [{"clickhouse"}, {"kafka"}, {"kafka", "clickhouse"}],
+    ids=["clickhouse", "kafka", "both"],
+)
 async def test_readyz_is_503_naming_each_service_that_does_not_answer(
     kafka_bootstrap: str, clickhouse_url: str, down: set[str]
 ) -> None:
@@ -292,7 +307,7 @@ async def test_readyz_is_503_naming_each_service_that_does_not_answer(
         f"http://{closed}" if "clickhouse" in down else clickhouse_url,
         "default",
     )
-    async for http in serve(settings):
+    async with serve(settings) as http:
         response = await http.get("/readyz")
     assert response.status_code == 503
     checks = {"kafka": "kafka" not in down, "clickhouse": "clickhouse" not in down}
