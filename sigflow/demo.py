@@ -154,7 +154,7 @@ async def _report(
             f"{db}.{name}", f"{await _count(settings, f'SELECT count() FROM {db}.{name} FINAL'):,}"
         )
     console.print(table)
-    query = {
+    query: dict[str, str | int] = {
         "exchange": SAMPLE_EXCHANGE,
         "symbol": SAMPLE_SYMBOL,
         "interval": "1m",

@@ -60,7 +60,9 @@ async def apply_migrations(client: AsyncClient, database: str) -> list[Migration
         )
     except ClickHouseError as exc:
         raise MigrationError(f"cannot prepare database {database!r}: {exc}") from exc
-    applied = dict(result.result_rows)
+    applied: dict[int, str] = {
+        int(version): str(checksum) for version, checksum in result.result_rows
+    }
     done = []
     for migration in available_migrations():
         if migration.version in applied:
