@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import msgspec
 import numpy as np
@@ -80,27 +80,25 @@ def trade_column_batches(
             yield columns
 
 
+class SynthesisOptions(TypedDict, total=False):
+    """Optional knobs of `trade_column_batches()`, forwarded by its wrappers."""
+
+    interval_ms: int
+    received_lag_ms: int
+    first_trade_id: int
+    price_decimals: int | None
+
+
 def trade_columns_from_candles(
     candles: Sequence[RealCandle],
     *,
     trades_per_candle: int,
     seed: int,
-    interval_ms: int = HOUR_MS,
-    received_lag_ms: int = 25,
-    first_trade_id: int = 1,
-    price_decimals: int | None = None,
+    **options: Unpack[SynthesisOptions],
 ) -> dict[str, np.ndarray]:
     """All trades of `trade_column_batches()` in one set of columns."""
     batches = list(
-        trade_column_batches(
-            candles,
-            trades_per_candle=trades_per_candle,
-            seed=seed,
-            interval_ms=interval_ms,
-            received_lag_ms=received_lag_ms,
-            first_trade_id=first_trade_id,
-            price_decimals=price_decimals,
-        )
+        trade_column_batches(candles, trades_per_candle=trades_per_candle, seed=seed, **options)
     )
     if not batches:
         return _empty_columns()
@@ -114,10 +112,7 @@ def trades_from_candles(
     symbol: str = "BTC-USD",
     trades_per_candle: int,
     seed: int,
-    interval_ms: int = HOUR_MS,
-    received_lag_ms: int = 25,
-    first_trade_id: int = 1,
-    price_decimals: int | None = None,
+    **options: Unpack[SynthesisOptions],
 ) -> Iterator[msgspec.Struct]:
     """The trades of `trade_column_batches()` as `Trade` structs, in time order.
 
@@ -127,13 +122,7 @@ def trades_from_candles(
     """
     make = _checked_struct_factory(exchange, [symbol])
     for columns in trade_column_batches(
-        candles,
-        trades_per_candle=trades_per_candle,
-        seed=seed,
-        interval_ms=interval_ms,
-        received_lag_ms=received_lag_ms,
-        first_trade_id=first_trade_id,
-        price_decimals=price_decimals,
+        candles, trades_per_candle=trades_per_candle, seed=seed, **options
     ):
         yield from _structs(make, exchange, [symbol] * len(columns["price"]), columns)
 

@@ -9,10 +9,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sigflow.exceptions import SigflowError
 from sigflow.logs import configure_logging
 from sigflow.settings import BrokerKind, Settings
+from sigflow.settings import load_settings as load_environment_settings
 
 app = typer.Typer(
     help="sigflow: streaming crypto signals from exchange trades and on-chain events.",
@@ -34,7 +36,7 @@ def load_settings() -> Settings:
     """Settings from the environment, adjusted to a running local stack's broker."""
     from sigflow.stack import adjust_for_local_stack
 
-    settings = adjust_for_local_stack(Settings())
+    settings = adjust_for_local_stack(load_environment_settings())
     configure_logging(settings.log_level, json=settings.log_json)
     return settings
 
@@ -108,7 +110,7 @@ def ingest_replay(
     from ingest.replay import replay_file
 
     summary = asyncio.run(replay_file(load_settings(), path, console=console))
-    console.print(summary)
+    console.print(str(summary), markup=False)
 
 
 @ingest_app.command("sample")
@@ -122,7 +124,7 @@ def ingest_sample(
     summary = asyncio.run(
         replay_sample(load_settings(), days=days, trades_per_hour=trades_per_hour, console=console)
     )
-    console.print(summary)
+    console.print(str(summary), markup=False)
 
 
 @app.command()
@@ -158,6 +160,45 @@ def migrate() -> None:
     console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 
 
+@app.command()
+def bench(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Benchmark to run; leave out to list the registered ones."),
+    ] = None,
+    trades: Annotated[int, typer.Option(min=1, help="Trades fed to each path.")] = 500_000,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the synthetic trades.")] = 0,
+    repeats: Annotated[
+        int, typer.Option(min=1, help="Timed repetitions per path; the median is reported.")
+    ] = 5,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Records per micro-batch (the processor's default).")
+    ] = Settings.model_fields["processor_batch_size"].default,
+) -> None:
+    """Measure sigflow against a baseline in the same run: a table, then one JSON line.
+
+    Benchmarks come from the `bench.BENCHMARKS` registry; without NAME, lists them.
+    """
+    from rich.console import Console as StdoutConsole
+
+    from bench import BENCHMARKS, BenchOptions
+    from bench.report import print_report
+    from sigflow.exceptions import ConfigError
+
+    if name is None:
+        for known, runner in BENCHMARKS.items():
+            summary = (runner.__doc__ or "").strip().splitlines()[0]
+            typer.echo(f"{known:<12} {summary}")
+        return
+    runner = BENCHMARKS.get(name)
+    if runner is None:
+        raise ConfigError(f"unknown benchmark {name!r}: choose one of {', '.join(BENCHMARKS)}")
+    options = BenchOptions(
+        trades=trades, seed=seed, repeats=repeats, batch_size=batch_size, progress=console.print
+    )
+    print_report(runner(options), StdoutConsole())
+
+
 @schemas_app.command("export")
 def schemas_export(
     directory: Annotated[Path, typer.Argument(file_okay=False, help="Where to write *.json.")],
@@ -174,7 +215,8 @@ def main() -> None:
     try:
         app()
     except SigflowError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        # escape: the message may hold `[...]` (URLs, paths); soft_wrap: one line, any width
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

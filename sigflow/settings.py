@@ -6,9 +6,12 @@ import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sigflow.exceptions import ConfigError
 
 BrokerKind = Literal["auto", "kafka", "tansu"]
 
@@ -97,15 +100,48 @@ class Settings(BaseSettings):
         0, ge=0, le=65535, description="Prometheus metrics port for ingest/process/sink (0: off)."
     )
 
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        url = urlsplit(value)
+        try:
+            url.port  # noqa: B018 - raises on a malformed port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {value!r}") from exc
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"must be http(s)://host:port, got {value!r}")
+        return value
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        for address in value.split(","):
+            host, _, port = address.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"must be host:port[,host:port...], got {value!r}")
+        return value
+
     def topic(self, name: str) -> str:
         """Full Kafka topic name for a registry name such as `trades`."""
         return f"{self.topic_prefix}{name}"
 
 
+def load_settings() -> Settings:
+    """Settings from the environment; a bad value is a `ConfigError` naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"SIGFLOW_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Settings read once per process from the environment."""
-    return Settings()
+    return load_settings()
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -27,11 +27,7 @@ def database_name(settings: Settings) -> str:
 
 async def connect(settings: Settings, *, database: str | None = None) -> AsyncClient:
     """An async client for the configured warehouse; `database=""` for server default."""
-    url = urlsplit(settings.clickhouse_url)
-    if url.scheme not in ("http", "https") or not url.hostname:
-        raise ConfigError(
-            f"SIGFLOW_CLICKHOUSE_URL must be http(s)://host:port, got {settings.clickhouse_url!r}"
-        )
+    url = urlsplit(settings.clickhouse_url)  # validated by Settings
     try:
         return await clickhouse_connect.get_async_client(
             host=url.hostname,

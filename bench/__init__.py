@@ -1,0 +1,19 @@
+"""Benchmarks: sigflow measured side by side with a baseline, run as `sigflow bench NAME`.
+
+Speed is measured here, never asserted in tests. Each benchmark is a function from
+`BenchOptions` to `BenchResult` (see `bench.report`); adding one is adding a module and
+an entry in `BENCHMARKS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bench import processors
+from bench.report import BenchOptions, BenchResult
+
+BENCHMARKS: dict[str, Callable[[BenchOptions], BenchResult]] = {
+    processors.NAME: processors.run,
+}
+
+__all__ = ["BENCHMARKS", "BenchOptions", "BenchResult"]

@@ -1,0 +1,1 @@
+"""Ingest: sample data, synthetic trades, users' trade files, and the Kafka publisher."""

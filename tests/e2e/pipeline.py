@@ -1,0 +1,139 @@
+"""Shared pieces of the end-to-end tests: known input, independent expectations, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from ingest.publisher import TradePublisher
+from schemas.codec import codec_for
+from schemas.events import Trade
+from sigflow.settings import Settings
+from sinks.warehouse import connect
+from tests.conftest import Roles
+
+MINUTE = 60_000
+START = 1_700_000_040_000  # a whole minute
+TRADE = codec_for(Trade)
+
+
+def known_trades() -> list[Any]:
+    """Five minutes of trades for two symbols, then one trade per symbol to close them."""
+    rng = random.Random(42)
+    trades = []
+    for exchange, symbol, base in (
+        ("coinbase", "BTC-USD", 37_000.0),
+        ("binance", "ETH-USDT", 2_000.0),
+    ):
+        price, ts = base, START
+        for i in range(400):
+            ts += rng.randint(100, 1_400)
+            price = round(price * (1 + rng.gauss(0, 0.0005)), 2)
+            trades.append(
+                TRADE.build(
+                    exchange=exchange,
+                    symbol=symbol,
+                    trade_id=str(i),
+                    price=price,
+                    size=round(rng.uniform(0.001, 2.0), 6),
+                    side=rng.choice(["buy", "sell"]),
+                    ts=ts,
+                    received_ts=ts + 5,
+                )
+            )
+        trades.append(
+            TRADE.build(
+                exchange=exchange,
+                symbol=symbol,
+                trade_id="closer",
+                price=price,
+                size=1.0,
+                side="buy",
+                ts=START + 10 * MINUTE,
+                received_ts=START + 10 * MINUTE,
+            )
+        )
+    return trades
+
+
+def expected_candles(trades: list[Any]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """Closed 1m candles computed the obvious way; the newest window per key stays open."""
+    windows: dict[tuple[str, str, int], list[Any]] = defaultdict(list)
+    for t in trades:
+        windows[(t.exchange, t.symbol, t.ts // MINUTE * MINUTE)].append(t)
+    newest = {}
+    for exchange, symbol, start in windows:
+        newest[(exchange, symbol)] = max(start, newest.get((exchange, symbol), 0))
+    result = {}
+    for (exchange, symbol, start), rows in windows.items():
+        if start == newest[(exchange, symbol)]:
+            continue
+        volume = sum(t.size for t in rows)
+        result[(exchange, symbol, start)] = {
+            "open": rows[0].price,
+            "high": max(t.price for t in rows),
+            "low": min(t.price for t in rows),
+            "close": rows[-1].price,
+            "volume": volume,
+            "vwap": sum(t.price * t.size for t in rows) / volume,
+            "trade_count": len(rows),
+            "buy_volume": sum(t.size for t in rows if t.side == "buy"),
+        }
+    return result
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], what: str, roles: Roles, timeout: float = 120.0
+) -> None:
+    """Poll `check` until true; fail at once with the logs if a role died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        if dead := roles.dead():
+            pytest.fail(f"role(s) {dead} exited while waiting for {what}\n{roles.logs()}")
+        await asyncio.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}\n{roles.logs()}")
+
+
+async def publish(
+    settings: Settings, trades: list[Any], malformed_after: int | None = None
+) -> None:
+    async with TradePublisher(settings, component="test") as publisher:
+        for i, trade in enumerate(trades):
+            await publisher.publish(trade)
+            if i == malformed_after:
+                await publisher.producer.send(
+                    settings.topic("trades"), b"{not json", key=b"coinbase:BTC-USD"
+                )
+        await publisher.flush()
+
+
+async def scalar(settings: Settings, sql: str) -> Any:
+    client = await connect(settings)
+    try:
+        return (await client.query(sql)).result_rows[0][0]
+    finally:
+        await client.close()
+
+
+async def dead_letters(settings: Settings) -> list[dict[str, Any]]:
+    consumer = AIOKafkaConsumer(
+        settings.topic("dlq"),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        batches = await consumer.getmany(timeout_ms=3_000)
+    finally:
+        await consumer.stop()
+    return [orjson.loads(r.value) for records in batches.values() for r in records]
