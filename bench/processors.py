@@ -75,6 +75,7 @@ def trade_records(
     next_offset = [0] * partitions
     partition_of: dict[bytes, int] = {}
     records = []
+    trade: Any  # a `Trade` wire struct
     for trade in synthetic_trades(
         exchange=EXCHANGE,
         symbols=SYMBOLS,
@@ -271,13 +272,13 @@ def check_same_work(sigflow: PathRun, baseline: PathRun) -> None:
             raise BenchmarkError(f"candle {where} differs: sigflow {candle} vs baseline {other}")
 
 
-def run(options: BenchOptions, trades_per_second: float = TRADES_PER_SECOND) -> BenchResult:
+def run(options: BenchOptions) -> BenchResult:
     """The candle hot path, CandleStream.process, against a naive per-record agent.
 
     Both paths run `options.repeats` times on the same batches; medians are reported.
     """
     options.say(f"generating {options.trades:,} trades over {len(SYMBOLS)} symbols")
-    records = trade_records(options.trades, options.seed, trades_per_second)
+    records = trade_records(options.trades, options.seed)
     batches = micro_batches(records, options.batch_size)
     run_sigflow(batches[:WARMUP_BATCHES])
     run_baseline(batches[:WARMUP_BATCHES])

@@ -115,16 +115,16 @@ def print_report(result: BenchResult, console: Console | None = None) -> None:
         title=f"bench {result.bench}" + (f": {result.title}" if result.title else ""),
         caption=caption or None,
     )
-    table.add_column("path")
-    table.add_column(f"{result.unit} (median)", justify="right")
-    table.add_column("min … max", justify="right")
-    table.add_column("batch p50 ms", justify="right")
-    table.add_column("batch p99 ms", justify="right")
+    table.add_column("path", no_wrap=True)
+    table.add_column(f"{result.unit} median", justify="right", no_wrap=True)
+    table.add_column("min-max of runs", justify="right", no_wrap=True)
+    table.add_column("batch p50 ms", justify="right", no_wrap=True)
+    table.add_column("batch p99 ms", justify="right", no_wrap=True)
     for name, who in (("sigflow", result.sigflow), ("baseline", result.baseline)):
         table.add_row(
             name,
             f"{who.rate:,.0f}",
-            f"{min(who.rates):,.0f} … {max(who.rates):,.0f}",
+            f"{min(who.rates):,.0f}-{max(who.rates):,.0f}",
             _ms(who.latency_ms(0.50)),
             _ms(who.latency_ms(0.99)),
         )

@@ -13,7 +13,7 @@ series is a gap in trading, and consumers can see it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -181,7 +181,7 @@ class CandleState:
         """JSON-ready state for the processor's changelogged table."""
         return {
             "max_ts": self.max_ts,
-            "windows": {str(start): asdict(agg) for start, agg in self.windows.items()},
+            "windows": {str(start): vars(agg).copy() for start, agg in self.windows.items()},
         }
 
     @classmethod

@@ -8,6 +8,7 @@ and the hot path still rejects invalid input with a precise reason.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Annotated, Any, Generic, TypeVar, cast, get_args
 
@@ -18,7 +19,17 @@ from schemas.exceptions import SchemaError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
-_CONSTRAINTS = ("gt", "ge", "lt", "le", "min_length", "max_length", "pattern")
+# `pattern` is checked by `Codec` instead, with a cache: a regex per value per record
+# would cost more than the whole rest of the decode (exchange and symbol repeat).
+_CONSTRAINTS = ("gt", "ge", "lt", "le", "min_length", "max_length")
+PATTERN_CACHE_SIZE = 10_000
+
+
+def _pattern(metadata: list[Any]) -> re.Pattern[str] | None:
+    for item in metadata:
+        if getattr(item, "pattern", None) is not None:
+            return re.compile(item.pattern)
+    return None
 
 
 def _msgspec_meta(metadata: list[Any]) -> msgspec.Meta | None:
@@ -75,26 +86,45 @@ class Codec(Generic[ModelT]):
         self.model = model
         self.struct = struct_for(model)
         self._decoder = msgspec.json.Decoder(self.struct)
-        self._batch_decoder = msgspec.json.Decoder(list[self.struct])  # type: ignore[name-defined]
         self._encoder = msgspec.json.Encoder(decimal_format="string")
         self._field_order = tuple(model.model_fields)
+        self._encode_struct_as_is = self.struct.__struct_fields__ == self._field_order
+        self._patterns = {
+            name: pattern
+            for name, info in model.model_fields.items()
+            if (pattern := _pattern(list(info.metadata))) is not None
+        }
+        self._matched: dict[str, set[str]] = {name: set() for name in self._patterns}
 
     def decode(self, raw: bytes | str) -> Any:
         """One event as a Struct; raises `SchemaError` with the reason on bad input."""
         try:
-            return self._decoder.decode(raw)
+            event = self._decoder.decode(raw)
         except msgspec.ValidationError as exc:
             raise SchemaError(f"invalid {self.model.__name__}: {exc}") from exc
         except msgspec.DecodeError as exc:
             raise SchemaError(f"not valid JSON: {exc}") from exc
+        for name, pattern in self._patterns.items():
+            value = getattr(event, name)
+            if value is not None and value not in self._matched[name]:
+                self._check_pattern(name, pattern, value)
+        return event
+
+    def _check_pattern(self, name: str, pattern: re.Pattern[str], value: str) -> None:
+        if pattern.search(value) is None:
+            raise SchemaError(
+                f"invalid {self.model.__name__}: Expected `str` matching regex "
+                f"{pattern.pattern!r} - at `$.{name}`"
+            )
+        matched = self._matched[name]
+        if len(matched) < PATTERN_CACHE_SIZE:
+            matched.add(value)
 
     def encode(self, event: Any) -> bytes:
         """Canonical JSON bytes: fields in contract order, so replays are byte-identical."""
+        if self._encode_struct_as_is:
+            return self._encoder.encode(event)
         return self._encoder.encode({name: getattr(event, name) for name in self._field_order})
-
-    def to_model(self, event: Any) -> ModelT:
-        """The pydantic model of a decoded Struct (for APIs; not for the hot path)."""
-        return self.model.model_validate(msgspec.structs.asdict(event))
 
     def build(self, **fields: Any) -> Any:
         """A validated Struct from keyword fields (round-trips through the decoder)."""

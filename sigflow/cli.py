@@ -179,15 +179,13 @@ def bench(
 
     Benchmarks come from the `bench.BENCHMARKS` registry; without NAME, lists them.
     """
-    from rich.console import Console as StdoutConsole
-
     from bench import BENCHMARKS, BenchOptions
     from bench.report import print_report
     from sigflow.exceptions import ConfigError
 
     if name is None:
-        for known, runner in BENCHMARKS.items():
-            summary = (runner.__doc__ or "").strip().splitlines()[0]
+        for known, registered in BENCHMARKS.items():
+            summary = (registered.__doc__ or "").strip().splitlines()[0]
             typer.echo(f"{known:<12} {summary}")
         return
     runner = BENCHMARKS.get(name)
@@ -196,7 +194,8 @@ def bench(
     options = BenchOptions(
         trades=trades, seed=seed, repeats=repeats, batch_size=batch_size, progress=console.print
     )
-    print_report(runner(options), StdoutConsole())
+    # Report on stdout (its last line is the JSON); progress goes to stderr.
+    print_report(runner(options), Console())
 
 
 @schemas_app.command("export")
