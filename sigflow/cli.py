@@ -13,8 +13,7 @@ from rich.markup import escape
 
 from sigflow.exceptions import SigflowError
 from sigflow.logs import configure_logging
-from sigflow.settings import BrokerKind, Settings
-from sigflow.settings import load_settings as load_environment_settings
+from sigflow.settings import BrokerKind, Settings, load_settings
 
 app = typer.Typer(
     help="sigflow: streaming crypto signals from exchange trades and on-chain events.",
@@ -32,11 +31,11 @@ app.add_typer(schemas_app, name="schemas")
 console = Console(stderr=True)
 
 
-def load_settings() -> Settings:
+def cli_settings() -> Settings:
     """Settings from the environment, adjusted to a running local stack's broker."""
     from sigflow.stack import adjust_for_local_stack
 
-    settings = adjust_for_local_stack(load_environment_settings())
+    settings = adjust_for_local_stack(load_settings())
     configure_logging(settings.log_level, json=settings.log_json)
     return settings
 
@@ -51,7 +50,7 @@ def stack_up(
     """Start the local broker and warehouse in the background (until `stack down`)."""
     from sigflow.stack import LocalStack
 
-    settings = load_settings()
+    settings = cli_settings()
     status = LocalStack(settings).up(broker or settings.broker, console=console)
     console.print(status.describe())
 
@@ -61,7 +60,7 @@ def stack_down() -> None:
     """Stop the local broker and warehouse (warehouse data stays on disk)."""
     from sigflow.stack import LocalStack
 
-    LocalStack(load_settings()).down(console=console)
+    LocalStack(cli_settings()).down(console=console)
 
 
 @stack_app.command("status")
@@ -69,7 +68,7 @@ def stack_status() -> None:
     """Show what runs; exit 1 if the stack is not up."""
     from sigflow.stack import LocalStack
 
-    status = LocalStack(load_settings()).status()
+    status = LocalStack(cli_settings()).status()
     console.print(status.describe())
     raise typer.Exit(0 if status.up else 1)
 
@@ -91,7 +90,7 @@ def demo(
     from sigflow.demo import run_demo
 
     run_demo(
-        load_settings(),
+        cli_settings(),
         once=once,
         days=days,
         trades_per_hour=trades_per_hour,
@@ -109,7 +108,7 @@ def ingest_replay(
     """Publish trades from a file (exchange, symbol, trade_id, price, size, side, ts)."""
     from ingest.replay import replay_file
 
-    summary = asyncio.run(replay_file(load_settings(), path, console=console))
+    summary = asyncio.run(replay_file(cli_settings(), path, console=console))
     console.print(str(summary), markup=False)
 
 
@@ -122,7 +121,7 @@ def ingest_sample(
     from ingest.replay import replay_sample
 
     summary = asyncio.run(
-        replay_sample(load_settings(), days=days, trades_per_hour=trades_per_hour, console=console)
+        replay_sample(cli_settings(), days=days, trades_per_hour=trades_per_hour, console=console)
     )
     console.print(str(summary), markup=False)
 
@@ -132,7 +131,7 @@ def process() -> None:
     """Run the Faust stream processor (candles) until Ctrl-C."""
     from sigflow.roles import run_processor
 
-    run_processor(load_settings())
+    run_processor(cli_settings())
 
 
 @app.command()
@@ -140,7 +139,7 @@ def sink() -> None:
     """Run the ClickHouse sink until Ctrl-C (applies migrations first)."""
     from sigflow.roles import run_sink
 
-    run_sink(load_settings())
+    run_sink(cli_settings())
 
 
 @app.command()
@@ -148,7 +147,7 @@ def api() -> None:
     """Serve the HTTP API until Ctrl-C."""
     from sigflow.roles import run_api
 
-    run_api(load_settings())
+    run_api(cli_settings())
 
 
 @app.command()
@@ -156,7 +155,7 @@ def migrate() -> None:
     """Apply pending ClickHouse migrations."""
     from sigflow.roles import migrate as apply
 
-    applied = asyncio.run(apply(load_settings()))
+    applied = asyncio.run(apply(cli_settings()))
     console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 
 
@@ -205,7 +204,7 @@ def schemas_export(
     """Write one JSON Schema file per topic."""
     from schemas.export import export_json_schemas
 
-    for path in export_json_schemas(directory, load_settings().topic_prefix):
+    for path in export_json_schemas(directory, cli_settings().topic_prefix):
         console.print(str(path))
 
 
