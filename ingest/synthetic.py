@@ -184,6 +184,14 @@ def synthetic_trade_batches(
         }
 
 
+class RandomWalkOptions(TypedDict, total=False):
+    """Optional knobs of `synthetic_trade_batches()`, forwarded by `synthetic_trades()`."""
+
+    volatility: float
+    mean_size: float
+    received_lag_ms: int
+
+
 def synthetic_trades(
     *,
     exchange: str = "synthetic",
@@ -192,9 +200,7 @@ def synthetic_trades(
     trades_per_second: float,
     seed: int,
     start_ts: int,
-    volatility: float = 2e-4,
-    mean_size: float = 0.1,
-    received_lag_ms: int = 25,
+    **options: Unpack[RandomWalkOptions],
 ) -> Iterator[msgspec.Struct]:
     """The trades of `synthetic_trade_batches()` as `Trade` structs."""
     make = _checked_struct_factory(exchange, list(symbols))
@@ -204,9 +210,7 @@ def synthetic_trades(
         trades_per_second=trades_per_second,
         seed=seed,
         start_ts=start_ts,
-        volatility=volatility,
-        mean_size=mean_size,
-        received_lag_ms=received_lag_ms,
+        **options,
     ):
         yield from _structs(make, exchange, columns["symbol"].tolist(), columns)
 

@@ -40,5 +40,8 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "kafka", "httpx", "faust", "mode"):
-        logging.getLogger(noisy).setLevel(max(logging.getLogger(noisy).level, logging.WARNING))
+    # Client libraries log every reconnect and rebalance at INFO; keep them to warnings
+    # unless sigflow itself is being debugged.
+    if root.level > logging.DEBUG:
+        for chatty in ("aiokafka", "httpx", "faust", "mode"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -137,3 +137,27 @@ async def dead_letters(settings: Settings) -> list[dict[str, Any]]:
     finally:
         await consumer.stop()
     return [orjson.loads(r.value) for records in batches.values() for r in records]
+
+
+async def assert_candles_match(
+    settings: Settings, expected: dict[tuple[str, str, int], Any]
+) -> None:
+    """Every candle ClickHouse shows (FINAL) equals the independently computed one."""
+    client = await connect(settings)
+    try:
+        result = await client.query(
+            "SELECT exchange, symbol, toUnixTimestamp64Milli(open_time) AS open_time, open, high, "
+            "low, close, volume, vwap, trade_count, buy_volume, final "
+            f"FROM {settings.clickhouse_database}.candles FINAL"
+        )
+    finally:
+        await client.close()
+    rows = list(result.named_results())
+    assert {(r["exchange"], r["symbol"], r["open_time"]) for r in rows} == set(expected)
+    for row in rows:
+        want = expected[(row["exchange"], row["symbol"], row["open_time"])]
+        for exact in ("open", "high", "low", "close", "trade_count"):
+            assert row[exact] == want[exact], f"{exact} of {row}"
+        for summed in ("volume", "vwap", "buy_volume"):
+            assert row[summed] == pytest.approx(want[summed], rel=1e-12, abs=1e-12), summed
+        assert row["final"] is True

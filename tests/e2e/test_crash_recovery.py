@@ -8,9 +8,15 @@ import signal
 import pytest
 
 from sigflow.settings import Settings
-from sinks.warehouse import connect
 from tests.conftest import Roles
-from tests.e2e.pipeline import eventually, expected_candles, known_trades, publish, scalar
+from tests.e2e.pipeline import (
+    assert_candles_match,
+    eventually,
+    expected_candles,
+    known_trades,
+    publish,
+    scalar,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -55,23 +61,5 @@ async def test_sigkilled_processor_and_sink_resume_without_loss_or_duplicates(
         return bool(done == len(expected))
 
     await eventually(all_candles_written, f"{len(expected)} candles after the restart", roles)
-    client = await connect(settings)
-    try:
-        rows = (
-            await client.query(
-                "SELECT exchange, symbol, toUnixTimestamp64Milli(open_time), open, high, low, "
-                f"close, trade_count FROM {db}.candles FINAL"
-            )
-        ).result_rows
-    finally:
-        await client.close()
-    for exchange, symbol, open_time, o, h, low, c, count in rows:
-        want = expected[(exchange, symbol, open_time)]
-        assert (o, h, low, c, count) == (
-            want["open"],
-            want["high"],
-            want["low"],
-            want["close"],
-            want["trade_count"],
-        ), f"{exchange}:{symbol} {open_time} differs after the restart"
+    await assert_candles_match(settings, expected)
     assert await scalar(settings, f"SELECT count() FROM {db}.trades FINAL") == len(trades)

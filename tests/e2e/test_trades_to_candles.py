@@ -12,10 +12,10 @@ import pytest
 from api.app import create_app
 from sigflow.kafka import consumer_lag
 from sigflow.settings import Settings
-from sinks.warehouse import connect
 from tests.conftest import Roles
 from tests.e2e.pipeline import (
     MINUTE,
+    assert_candles_match,
     dead_letters,
     eventually,
     expected_candles,
@@ -49,41 +49,7 @@ async def test_replayed_trades_become_exact_candles_in_clickhouse_and_the_api(
 
     await eventually(all_candles_written, f"{len(expected)} candles in ClickHouse", roles)
 
-    client = await connect(settings)
-    rows = (
-        await client.query(
-            f"SELECT exchange, symbol, toUnixTimestamp64Milli(open_time), open, high, low, close, "
-            f"volume, vwap, trade_count, buy_volume, close_time, final FROM {db}.candles FINAL"
-        )
-    ).result_rows
-    await client.close()
-    for (
-        exchange,
-        symbol,
-        open_time,
-        o,
-        h,
-        low,
-        c,
-        volume,
-        vwap,
-        count,
-        buy,
-        _close_time,
-        final,
-    ) in rows:
-        want = expected[(exchange, symbol, open_time)]
-        assert (o, h, low, c, count) == (
-            want["open"],
-            want["high"],
-            want["low"],
-            want["close"],
-            want["trade_count"],
-        )
-        assert volume == pytest.approx(want["volume"], rel=1e-12)
-        assert vwap == pytest.approx(want["vwap"], rel=1e-12)
-        assert buy == pytest.approx(want["buy_volume"], rel=1e-12, abs=1e-12)
-        assert final is True
+    await assert_candles_match(settings, expected)
 
     api = create_app(settings)
     transport = httpx.ASGITransport(app=api)
