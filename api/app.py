@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
+from prometheus_client import make_asgi_app
 
 import sigflow
 from api.deps import Warehouse
@@ -35,4 +36,5 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(candles.router)
+    app.mount("/metrics", make_asgi_app())
     return app

@@ -331,3 +331,10 @@ async def test_openapi_documents_the_candles_route_and_its_error_shape(
     assert operation["responses"]["422"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorPublic"
     }
+
+
+async def test_metrics_endpoint_serves_prometheus_text(api: httpx.AsyncClient) -> None:
+    response = await api.get("/metrics/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "python_info" in response.text
