@@ -178,7 +178,7 @@ def run_demo(
     broker: BrokerKind,
     console: Console,
 ) -> None:
-    """Run the demo; with `once`, stop everything it started after the summary."""
+    """Run the demo until Ctrl-C (or, with `once`, the summary); then stop what it started."""
     # SIGTERM unwinds like Ctrl-C, so the roles and the stack are stopped below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if port_in_use(settings.api_host, settings.api_port):
@@ -215,5 +215,5 @@ def run_demo(
             time.sleep(1)
     finally:
         roles.stop()
-        if started_stack and once:
+        if started_stack:
             stack.down(console=console)
