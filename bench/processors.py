@@ -33,7 +33,7 @@ BASELINE_NAME = "naive per-record agent: json.loads + Trade.model_validate + dic
 DEFAULTS = Settings.model_construct()
 INTERVAL = "1m"
 EXCHANGE = "synthetic"
-SYMBOLS = {
+MAJORS = {
     "BTC-USDT": 60_000.0,
     "ETH-USDT": 3_000.0,
     "SOL-USDT": 150.0,
@@ -43,6 +43,14 @@ SYMBOLS = {
     "DOGE-USDT": 0.15,
     "LINK-USDT": 15.0,
 }
+
+
+def symbol_prices(count: int) -> dict[str, float]:
+    """`count` symbols with start prices: the majors first, then generated alts."""
+    alts = {f"ALT{i}-USDT": 1.0 + i for i in range(max(0, count - len(MAJORS)))}
+    return dict(list({**MAJORS, **alts}.items())[:count])
+
+
 # All symbols together: ~750 trades per symbol-minute, so a 2,000-trade batch holds
 # ~250 trades of each key and a key's minute closes every ~3 batches.
 TRADES_PER_SECOND = 100.0
@@ -63,7 +71,7 @@ class PathRun:
 
 
 def trade_records(
-    count: int, seed: int, trades_per_second: float = TRADES_PER_SECOND
+    count: int, seed: int, symbols: int, trades_per_second: float = TRADES_PER_SECOND
 ) -> list[RawRecord]:
     """Synthetic trades as the `trades` topic holds them: JSON values, `exchange:symbol` keys.
 
@@ -78,7 +86,7 @@ def trade_records(
     trade: Any  # a `Trade` wire struct
     for trade in synthetic_trades(
         exchange=EXCHANGE,
-        symbols=SYMBOLS,
+        symbols=symbol_prices(symbols),
         count=count,
         trades_per_second=trades_per_second,
         seed=seed,
@@ -277,8 +285,8 @@ def run(options: BenchOptions) -> BenchResult:
 
     Both paths run `options.repeats` times on the same batches; medians are reported.
     """
-    options.say(f"generating {options.trades:,} trades over {len(SYMBOLS)} symbols")
-    records = trade_records(options.trades, options.seed)
+    options.say(f"generating {options.trades:,} trades over {options.symbols} symbols")
+    records = trade_records(options.trades, options.seed, options.symbols)
     batches = micro_batches(records, options.batch_size)
     run_sigflow(batches[:WARMUP_BATCHES])
     run_baseline(batches[:WARMUP_BATCHES])
@@ -315,7 +323,7 @@ def run(options: BenchOptions) -> BenchResult:
         parameters={
             "trades": f"{len(records):,}",
             "batches": f"{len(batches)}x{options.batch_size:,}",
-            "keys": len(SYMBOLS),
+            "keys": options.symbols,
             "interval": INTERVAL,
             "candles": len(runs["sigflow"][-1].candles),
             "repeats": options.repeats,

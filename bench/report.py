@@ -39,6 +39,7 @@ class BenchOptions:
     seed: int = 0
     repeats: int = 5
     batch_size: int = 2_000
+    symbols: int = 8
     progress: Callable[[str], None] | None = None
 
     def say(self, message: str) -> None:

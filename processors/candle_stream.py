@@ -13,8 +13,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from processors.candles import CandleState, ClosedCandle, TradeColumns, interval_ms
 from schemas.codec import codec_for
 from schemas.dead_letters import dead_letter_record
@@ -97,13 +95,13 @@ class CandleStream:
             return
         trades = [trade for _, trade in fresh]
         columns = TradeColumns(
-            ts=np.fromiter((t.ts for t in trades), dtype=np.int64, count=len(trades)),
-            price=np.fromiter((t.price for t in trades), dtype=np.float64, count=len(trades)),
-            size=np.fromiter((t.size for t in trades), dtype=np.float64, count=len(trades)),
-            is_buy=np.fromiter((t.side == "buy" for t in trades), dtype=bool, count=len(trades)),
+            ts=[t.ts for t in trades],
+            price=[t.price for t in trades],
+            size=[t.size for t in trades],
+            is_buy=[t.side == "buy" for t in trades],
         )
         states = saved["intervals"] if saved else {}
-        late_any = np.zeros(len(trades), dtype=bool)
+        late_any = [False] * len(trades)
         for name, width in self.intervals.items():
             state = (
                 CandleState.from_dict(states[name], width, self.lateness_ms)
@@ -111,7 +109,7 @@ class CandleStream:
                 else CandleState(width, self.lateness_ms)
             )
             closed, late = state.add(columns)
-            late_any |= late
+            late_any = [a or b for a, b in zip(late_any, late, strict=True)]
             first = trades[0]
             result.candles.extend(
                 (key, CANDLE_CODEC.encode(to_candle(first.exchange, first.symbol, name, width, c)))

@@ -173,6 +173,9 @@ def bench(
     batch_size: Annotated[
         int, typer.Option(min=1, help="Records per micro-batch (the processor's default).")
     ] = Settings.model_fields["processor_batch_size"].default,
+    symbols: Annotated[
+        int, typer.Option(min=1, help="Distinct symbols (keys) the trades spread over.")
+    ] = 8,
 ) -> None:
     """Measure sigflow against a baseline in the same run: a table, then one JSON line.
 
@@ -191,7 +194,12 @@ def bench(
     if runner is None:
         raise ConfigError(f"unknown benchmark {name!r}: choose one of {', '.join(BENCHMARKS)}")
     options = BenchOptions(
-        trades=trades, seed=seed, repeats=repeats, batch_size=batch_size, progress=console.print
+        trades=trades,
+        seed=seed,
+        repeats=repeats,
+        batch_size=batch_size,
+        symbols=symbols,
+        progress=console.print,
     )
     # Report on stdout (its last line is the JSON); progress goes to stderr.
     print_report(runner(options), Console())

@@ -20,7 +20,7 @@ TINY = BenchOptions(trades=30_000, seed=3, repeats=1, batch_size=500)
 
 
 def test_sigflow_and_baseline_build_the_same_candles() -> None:
-    batches = micro_batches(trade_records(TINY.trades, TINY.seed), TINY.batch_size)
+    batches = micro_batches(trade_records(TINY.trades, TINY.seed, TINY.symbols), TINY.batch_size)
     ours, theirs = run_sigflow(batches), run_baseline(batches)
 
     assert ours.trades == theirs.trades == TINY.trades

@@ -8,17 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.candles import CandleState, TradeColumns, fold_windows, interval_ms
+from processors.candles import CandleState, TradeColumns, interval_ms
 
 MINUTE = 60_000
 
 
 def columns(ts: list[int], price: list[float], size: list[float], buy: list[bool]) -> TradeColumns:
     return TradeColumns(
-        np.array(ts, dtype=np.int64),
-        np.array(price, dtype=np.float64),
-        np.array(size, dtype=np.float64),
-        np.array(buy, dtype=bool),
+        [int(t) for t in ts], [float(p) for p in price], [float(s) for s in size], list(buy)
     )
 
 
@@ -60,7 +57,7 @@ def test_interval_names_parse_to_milliseconds() -> None:
             interval_ms(bad)
 
 
-def test_fold_windows_matches_pandas_resample() -> None:
+def test_windows_match_pandas_resample() -> None:
     rng = np.random.default_rng(7)
     ts = np.sort(rng.integers(0, 30 * MINUTE, 5_000))
     trades = columns(
@@ -69,8 +66,9 @@ def test_fold_windows_matches_pandas_resample() -> None:
         list(rng.uniform(0.01, 2, ts.size)),
         list(rng.random(ts.size) < 0.5),
     )
-    ours: dict = {}
-    fold_windows(ours, trades, MINUTE)
+    state = CandleState(MINUTE, lateness_ms=10**12)  # nothing closes: all windows stay open
+    state.add(trades)
+    ours = state.windows
     reference = pandas_candles(trades, MINUTE)
     assert sorted(ours) == [int(t.value // 1_000_000) for t in reference.index]
     for start, row in zip(sorted(ours), reference.itertuples(), strict=True):
@@ -94,7 +92,7 @@ def test_window_closes_only_when_watermark_passes_its_end() -> None:
 def test_trade_for_a_closed_window_is_late_and_not_merged() -> None:
     state = CandleState(MINUTE, lateness_ms=2_000)
     closed, late = state.add(columns([1_000, 62_500, 58_000], [1, 2, 9], [1, 1, 1], [True] * 3))
-    assert late.tolist() == [False, False, True]
+    assert late == [False, False, True]
     assert closed[0].aggregate.high == 1  # the late 9 never reached the candle
 
 
@@ -102,7 +100,7 @@ def test_out_of_order_trade_within_lateness_sets_open_by_event_time() -> None:
     state = CandleState(MINUTE, lateness_ms=5_000)
     state.add(columns([30_000, 10_000], [5, 4], [1, 1], [True, True]))
     closed, late = state.add(columns([70_000], [6], [1], [True]))
-    assert not late.any()
+    assert not any(late)
     assert (closed[0].aggregate.open, closed[0].aggregate.close) == (4, 5)
 
 
@@ -150,7 +148,7 @@ def test_batch_boundaries_never_change_the_result(
                 )
             )
             closed += new
-            late += mask.tolist()
+            late += mask
             at += step
         return closed, late
 
