@@ -1,0 +1,17 @@
+"""Errors of the stream processors."""
+
+from __future__ import annotations
+
+from sigflow.exceptions import SigflowError
+
+
+class IndicatorInputError(SigflowError):
+    """A candle an indicator cannot take (non-finite or non-positive price, high < low).
+
+    Raised before any state changes, so the caller can route the candle to the DLQ and
+    the series continues unharmed.
+    """
+
+
+class IndicatorStateError(SigflowError):
+    """Stored indicator state that does not fit the indicator (wrong kind or period)."""
