@@ -12,7 +12,7 @@ from prometheus_client import make_asgi_app
 import sigflow
 from api.deps import Warehouse
 from api.errors import install_error_handlers
-from api.routes import candles, health
+from api.routes import candles, health, indicators
 from sigflow.settings import Settings
 
 
@@ -36,5 +36,6 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(candles.router)
+    app.include_router(indicators.router)
     app.mount("/metrics", make_asgi_app())
     return app

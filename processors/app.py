@@ -44,6 +44,9 @@ def create_app(settings: Settings) -> faust.App:
     )
     trades = app.topic(settings.topic("trades"), key_serializer="raw", value_serializer="raw")
     candles = app.topic(settings.topic("candles"), key_serializer="raw", value_serializer="raw")
+    indicators = app.topic(
+        settings.topic("indicators"), key_serializer="raw", value_serializer="raw"
+    )
     dlq = app.topic(settings.topic("dlq"), key_serializer="raw", value_serializer="raw")
     # Keyed by the raw record key and placed by the producer's partitioner, so each key's
     # changelog lands in the same partition number as its trades (co-partitioned).
@@ -75,6 +78,8 @@ def create_app(settings: Settings) -> faust.App:
             result = stream_logic.process(records, state.get)
             for key, value in result.candles:
                 await candles.send(key=key, value=value)
+            for key, value in result.indicators:
+                await indicators.send(key=key, value=value)
             for key, value in result.dead_letters:
                 await dlq.send(key=key, value=value)
             for key, new_state in result.states.items():

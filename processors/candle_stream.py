@@ -1,9 +1,9 @@
-"""Turns a micro-batch of raw `trades` records into candles and dead letters.
+"""Turns a micro-batch of raw `trades` records into candles, indicators and dead letters.
 
 The Faust agent is a thin shell around `CandleStream.process()`: this module decodes,
 routes bad input to the DLQ, skips records the state has already seen (so a restart
-that re-reads uncommitted offsets changes nothing), and feeds each key's trades to its
-`CandleState` per interval.
+that re-reads uncommitted offsets changes nothing), feeds each key's trades to its
+`CandleState` per interval, and each closed candle to that interval's `IndicatorSet`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from processors.candles import CandleState, ClosedCandle, TradeColumns, interval_ms
+from processors.indicators import IndicatorSet
 from schemas.codec import codec_for
 from schemas.dead_letters import dead_letter_record
-from schemas.events import Candle, Trade
+from schemas.events import Candle, IndicatorValues, Trade
 from schemas.exceptions import SchemaError
 
 TRADE_CODEC = codec_for(Trade)
 CANDLE_CODEC = codec_for(Candle)
+INDICATOR_CODEC = codec_for(IndicatorValues)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class BatchResult:
     """What one micro-batch produced."""
 
     candles: list[tuple[bytes, bytes]] = field(default_factory=list)
+    indicators: list[tuple[bytes, bytes]] = field(default_factory=list)
     dead_letters: list[tuple[bytes, bytes]] = field(default_factory=list)
     states: dict[bytes, dict[str, Any]] = field(default_factory=dict)
     trades: int = 0
@@ -100,22 +103,16 @@ class CandleStream:
             size=[t.size for t in trades],
             is_buy=[t.side == "buy" for t in trades],
         )
-        states = saved["intervals"] if saved else {}
+        state = KeyState.from_dict(saved, self.intervals, self.lateness_ms)
         late_any = [False] * len(trades)
         for name, width in self.intervals.items():
-            state = (
-                CandleState.from_dict(states[name], width, self.lateness_ms)
-                if name in states
-                else CandleState(width, self.lateness_ms)
-            )
-            closed, late = state.add(columns)
+            closed, late = state.candles[name].add(columns)
             late_any = [a or b for a, b in zip(late_any, late, strict=True)]
-            first = trades[0]
-            result.candles.extend(
-                (key, CANDLE_CODEC.encode(to_candle(first.exchange, first.symbol, name, width, c)))
-                for c in closed
-            )
-            states[name] = state.to_dict()
+            for window in closed:
+                candle = to_candle(trades[0].exchange, trades[0].symbol, name, width, window)
+                values = indicator_values(candle, state.indicators[name])
+                result.candles.append((key, CANDLE_CODEC.encode(candle)))
+                result.indicators.append((key, INDICATOR_CODEC.encode(values)))
         for (record, trade), is_late in zip(fresh, late_any, strict=True):
             if is_late:
                 result.late += 1
@@ -125,7 +122,45 @@ class CandleStream:
                 )
                 result.dead_letters.append(_reject(record, reason, "late"))
         result.trades += len(fresh)
-        result.states[key] = {"offset": fresh[-1][0].offset, "intervals": states}
+        result.states[key] = state.to_dict(last_offset=fresh[-1][0].offset)
+
+
+@dataclass
+class KeyState:
+    """Everything kept per record key: candles and indicators of each interval."""
+
+    candles: dict[str, CandleState]
+    indicators: dict[str, IndicatorSet]
+
+    @classmethod
+    def from_dict(
+        cls, saved: dict[str, Any] | None, intervals: dict[str, int], lateness_ms: int
+    ) -> KeyState:
+        """State from the table, with fresh state for intervals it does not have yet."""
+        candles = (saved or {}).get("intervals", {})
+        indicators = (saved or {}).get("indicators", {})
+        return cls(
+            candles={
+                name: CandleState.from_dict(candles[name], width, lateness_ms)
+                if name in candles
+                else CandleState(width, lateness_ms)
+                for name, width in intervals.items()
+            },
+            indicators={
+                name: IndicatorSet.from_dict(indicators[name])
+                if name in indicators
+                else IndicatorSet()
+                for name in intervals
+            },
+        )
+
+    def to_dict(self, last_offset: int) -> dict[str, Any]:
+        """JSON-ready state, with the offset of the last record folded in."""
+        return {
+            "offset": last_offset,
+            "intervals": {name: state.to_dict() for name, state in self.candles.items()},
+            "indicators": {name: state.to_dict() for name, state in self.indicators.items()},
+        }
 
 
 def to_candle(exchange: str, symbol: str, interval: str, width: int, closed: ClosedCandle) -> Any:
@@ -161,4 +196,23 @@ def _reject(record: RawRecord, reason: str, kind: str) -> tuple[bytes, bytes]:
         reason=reason,
         kind=kind,
         component="processor",
+    )
+
+
+def indicator_values(candle: Any, indicators: IndicatorSet) -> Any:
+    """Advance `indicators` by one closed candle; the `IndicatorValues` event it yields."""
+    values = indicators.update(
+        open=candle.open,
+        high=candle.high,
+        low=candle.low,
+        close=candle.close,
+        volume=candle.volume,
+        vwap=candle.vwap,
+    )
+    return INDICATOR_CODEC.struct(
+        exchange=candle.exchange,
+        symbol=candle.symbol,
+        interval=candle.interval,
+        open_time=candle.open_time,
+        values=values,
     )

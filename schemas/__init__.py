@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from schemas.events import Candle, DeadLetter, OnchainBlock, OnchainTransfer, Side, Trade
+from schemas.events import (
+    Candle,
+    DeadLetter,
+    IndicatorValues,
+    OnchainBlock,
+    OnchainTransfer,
+    Side,
+    Trade,
+)
 from schemas.topics import TOPICS, TopicSpec
 
 __all__ = [
     "TOPICS",
     "Candle",
     "DeadLetter",
+    "IndicatorValues",
     "OnchainBlock",
     "OnchainTransfer",
     "Side",

@@ -66,6 +66,21 @@ class Candle(Event):
     final: bool = Field(description="True once the window closed under the watermark.")
 
 
+class IndicatorValues(Event):
+    """Indicators computed on one closed candle (topic `indicators`).
+
+    `values` holds the canonical names (`sma_20`, `ema_12`, `ema_26`, `rsi_14`, `macd`,
+    `macd_signal`, `macd_hist`, `bb_upper`, `bb_middle`, `bb_lower`, `atr_14`,
+    `realized_vol_30`, `vwap`) that are warmed up; TA-Lib's conventions throughout.
+    """
+
+    exchange: ExchangeId
+    symbol: Symbol
+    interval: str = Field(pattern=r"^[0-9]+[smhd]$")
+    open_time: EpochMillis = Field(description="Open time of the candle they were computed on.")
+    values: dict[str, float] = Field(description="Indicator name to value.")
+
+
 class OnchainBlock(Event):
     """One EVM block as seen by the chain ingestor (topic `onchain.blocks`)."""
 

@@ -6,7 +6,14 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from schemas.events import Candle, DeadLetter, OnchainBlock, OnchainTransfer, Trade
+from schemas.events import (
+    Candle,
+    DeadLetter,
+    IndicatorValues,
+    OnchainBlock,
+    OnchainTransfer,
+    Trade,
+)
 
 DAY_MS = 24 * 60 * 60 * 1000
 
@@ -42,6 +49,13 @@ TOPICS: dict[str, TopicSpec] = {
             key="`exchange:symbol`",
             value_model=Candle,
             description="Event-time OHLCV candles, emitted once per window when it closes.",
+            retention_ms=30 * DAY_MS,
+        ),
+        TopicSpec(
+            "indicators",
+            key="`exchange:symbol`",
+            value_model=IndicatorValues,
+            description="Indicators on every closed candle (TA-Lib conventions), once warmed up.",
             retention_ms=30 * DAY_MS,
         ),
         TopicSpec(

@@ -149,7 +149,7 @@ async def _report(
     table = Table(title="rows in ClickHouse (deduplicated: FINAL)")
     table.add_column("table")
     table.add_column("rows", justify="right")
-    for name in ("trades", "candles"):
+    for name in ("trades", "candles", "indicators"):
         table.add_row(
             f"{db}.{name}", f"{await _count(settings, f'SELECT count() FROM {db}.{name} FINAL'):,}"
         )

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from clickhouse_connect.driver.exceptions import ClickHouseError
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from api.deps import ClickHouseDep, SettingsDep
 from api.errors import ApiError, ErrorPublic
-from api.timeparams import parse_time_ms
-from processors.candles import interval_ms
-from schemas.events import Candle, ExchangeId, Symbol
+from api.series import WHERE_SERIES, SeriesDep
+from schemas.events import Candle
 from sinks.warehouse import database_name
 
 router = APIRouter(prefix="/v1/candles", tags=["candles"])
@@ -28,44 +25,15 @@ CANDLE_COLUMNS = [
     responses={422: {"model": ErrorPublic}, 503: {"model": ErrorPublic}},
 )
 async def list_candles(
-    settings: SettingsDep,
-    clickhouse: ClickHouseDep,
-    exchange: ExchangeId,
-    symbol: Symbol,
-    interval: Annotated[str, Query(description="Window length, e.g. `1m`.")] = "1m",
-    start: Annotated[
-        str | None, Query(description="From (inclusive): ISO-8601 or epoch ms.")
-    ] = None,
-    end: Annotated[str | None, Query(description="To (exclusive): ISO-8601 or epoch ms.")] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
+    settings: SettingsDep, clickhouse: ClickHouseDep, series: SeriesDep
 ) -> list[Candle]:
     """Candles in time order; the newest window appears once the watermark closes it."""
-    try:
-        interval_ms(interval)
-    except ValueError as exc:
-        raise ApiError(422, "invalid_interval", str(exc)) from None
-    start_ms = parse_time_ms("start", start) if start is not None else 0
-    end_ms = parse_time_ms("end", end) if end is not None else 2**62
-    if end_ms <= start_ms:
-        raise ApiError(422, "invalid_range", "end must be after start")
     sql = (
         f"SELECT {', '.join(CANDLE_COLUMNS)} FROM {database_name(settings)}.candles FINAL "
-        "WHERE exchange = {exchange:String} AND symbol = {symbol:String} "
-        "AND interval = {interval:String} "
-        "AND open_time >= fromUnixTimestamp64Milli({start:Int64}) "
-        "AND open_time < fromUnixTimestamp64Milli({end:Int64}) "
-        "ORDER BY open_time LIMIT {limit:UInt32}"
+        f"WHERE {WHERE_SERIES} ORDER BY open_time LIMIT {{limit:UInt32}}"
     )
-    parameters = {
-        "exchange": exchange,
-        "symbol": symbol,
-        "interval": interval,
-        "start": start_ms,
-        "end": min(end_ms, 2**62),
-        "limit": limit,
-    }
     try:
-        result = await clickhouse.query(sql, parameters=parameters)
+        result = await clickhouse.query(sql, parameters=series.parameters())
     except ClickHouseError as exc:
         raise ApiError(503, "warehouse_error", f"query failed: {exc}") from exc
     fields = list(Candle.model_fields)

@@ -51,13 +51,24 @@ async def test_replayed_trades_become_exact_candles_in_clickhouse_and_the_api(
 
     await assert_candles_match(settings, expected)
 
+    async def indicators_written() -> bool:
+        sql = f"SELECT count() FROM {db}.indicators FINAL WHERE name = 'vwap'"
+        return bool(await scalar(settings, sql) == len(expected))
+
+    await eventually(indicators_written, "an indicator row per candle", roles)
+
     api = create_app(settings)
     transport = httpx.ASGITransport(app=api)
+    series = {"exchange": "coinbase", "symbol": "BTC-USD", "interval": "1m"}
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
-        response = await http.get(
-            "/v1/candles", params={"exchange": "coinbase", "symbol": "BTC-USD", "interval": "1m"}
-        )
+        response = await http.get("/v1/candles", params=series)
+        indicators = await http.get("/v1/indicators", params={**series, "name": "vwap"})
     await api.state.warehouse.close()
+    assert indicators.status_code == 200, indicators.text
+    assert len(indicators.json()) == sum(1 for key in expected if key[0] == "coinbase")
+    for point in indicators.json():
+        want = expected[("coinbase", "BTC-USD", point["open_time"])]
+        assert point["values"]["vwap"] == pytest.approx(want["vwap"], rel=1e-12)
     assert response.status_code == 200, response.text
     served = response.json()
     want_btc = sorted(k[2] for k in expected if k[0] == "coinbase")

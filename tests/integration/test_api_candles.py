@@ -338,3 +338,32 @@ async def test_metrics_endpoint_serves_prometheus_text(api: httpx.AsyncClient) -
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     assert "python_info" in response.text
+
+
+async def test_indicators_group_per_candle_and_filter_by_name(settings: Settings) -> None:
+    client = await connect(settings)
+    rows = [
+        ("coinbase", "BTC-USD", "1m", 1_700_000_040_000 + minute * 60_000, name, value + minute)
+        for minute in range(3)
+        for name, value in (("vwap", 100.0), ("sma_20", 99.0), ("rsi_14", 55.0))
+    ]
+    try:
+        await client.insert(
+            f"{settings.clickhouse_database}.indicators",
+            rows,
+            column_names=["exchange", "symbol", "interval", "open_time", "name", "value"],
+        )
+    finally:
+        await client.close()
+    async with serve(settings) as http:
+        series = {"exchange": "coinbase", "symbol": "BTC-USD", "interval": "1m"}
+        everything = (await http.get("/v1/indicators", params=series)).json()
+        only = (
+            await http.get("/v1/indicators", params={**series, "name": ["rsi_14", "vwap"]})
+        ).json()
+        unknown = await http.get("/v1/indicators", params={**series, "name": "sma_21"})
+    assert [point["open_time"] for point in everything] == [r[3] for r in rows[::3]]
+    assert everything[1]["values"] == {"sma_20": 100.0, "rsi_14": 56.0, "vwap": 101.0}
+    assert list(everything[1]["values"]) == ["sma_20", "rsi_14", "vwap"]  # canonical order
+    assert all(set(point["values"]) == {"rsi_14", "vwap"} for point in only)
+    assert_error(unknown, 422, "invalid_indicator", "sma_21")

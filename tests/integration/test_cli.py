@@ -90,14 +90,16 @@ def test_every_command_has_its_own_help(
 
 
 @pytest.mark.integration
-async def test_migrate_applies_the_first_migration_once(
+async def test_migrate_applies_every_migration_once(
     pipeline_settings: Settings, tmp_path: Path
 ) -> None:
     env = settings_env(pipeline_settings)  # a fresh SIGFLOW_CLICKHOUSE_DATABASE
     first = await asyncio.to_thread(run_sigflow, "migrate", env=env, cwd=tmp_path)
     second = await asyncio.to_thread(run_sigflow, "migrate", env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert first.stderr.strip() == "applied 1 migration(s): 0001_trades_and_candles"
+    assert first.stderr.strip() == (
+        "applied 2 migration(s): 0001_trades_and_candles, 0002_indicators"
+    )
     assert second.returncode == 0, second.stderr
     assert second.stderr.strip() == "applied 0 migration(s): none pending"
     client = await connect(pipeline_settings)
@@ -105,7 +107,12 @@ async def test_migrate_applies_the_first_migration_once(
         tables = await client.query("SHOW TABLES")
     finally:
         await client.close()
-    assert {row[0] for row in tables.result_rows} == {"candles", "schema_migrations", "trades"}
+    assert {row[0] for row in tables.result_rows} == {
+        "candles",
+        "indicators",
+        "schema_migrations",
+        "trades",
+    }
 
 
 @pytest.mark.parametrize(
@@ -160,6 +167,13 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "buy_volume": 1.0,
         "sell_volume": 0.5,
         "final": True,
+    },
+    "indicators": {
+        "exchange": "binance",
+        "symbol": "BTC-USDT",
+        "interval": "1m",
+        "open_time": 1_718_000_040_000,
+        "values": {"sma_20": 60_001.2, "rsi_14": 55.5, "vwap": 60_000.5},
     },
     "onchain.blocks": {
         "chain_id": 1,

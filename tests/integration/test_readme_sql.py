@@ -63,6 +63,14 @@ async def test_readme_sql_example_returns_rows(statement: str, pipeline_settings
             [[getattr(candle, c) for c in candle_columns]],
             column_names=candle_columns,
         )
+        await client.insert(
+            f"{db}.indicators",
+            [
+                ("coinbase", "BTC-USD", "1m", candle.open_time, name, value)
+                for name, value in (("rsi_14", 55.0), ("bb_lower", 99.0), ("bb_upper", 110.0))
+            ],
+            column_names=["exchange", "symbol", "interval", "open_time", "name", "value"],
+        )
         sql = statement.replace("sigflow.", f"{db}.")
         rows = (await client.query(sql, parameters={"symbol": "BTC-USD"})).result_rows
     finally:

@@ -92,3 +92,31 @@ def test_every_configured_interval_gets_its_own_candles() -> None:
     result = stream.process(records([trade(1, 1_000), trade(2, 301_000)]), state.get)
     intervals = sorted(codec_for(Candle).decode(v).interval for _, v in result.candles)
     assert intervals == ["1m", "5m"]
+
+
+def test_each_closed_candle_advances_its_indicators_in_time_order() -> None:
+    stream, state = CandleStream(["1m"], lateness_ms=0), MemoryState()
+    closes = [100.0 + i for i in range(25)]
+    values = [trade(i, i * 60_000 + 1_000, price) for i, price in enumerate(closes)]
+    result = stream.process(records(values), state.get)
+    emitted = [orjson.loads(value) for _, value in result.indicators]
+    assert [e["open_time"] for e in emitted] == [i * 60_000 for i in range(24)]
+    assert "sma_20" not in emitted[18]["values"]
+    assert emitted[19]["values"]["sma_20"] == sum(closes[:20]) / 20
+    assert all(e["values"]["vwap"] == closes[i] for i, e in enumerate(emitted))
+
+
+def test_indicator_state_survives_a_restart_mid_series() -> None:
+    closes = [100.0 + (i % 7) for i in range(40)]
+    values = [trade(i, i * 60_000 + 1_000, price) for i, price in enumerate(closes)]
+    whole = CandleStream(["1m"], lateness_ms=0)
+    uninterrupted = whole.process(records(values), MemoryState().get).indicators
+    state = MemoryState()
+    first = CandleStream(["1m"], lateness_ms=0).process(records(values[:23]), state.get)
+    state.apply(first)
+    # Through JSON, as the Faust changelog stores each key's value.
+    restored = {key: orjson.loads(orjson.dumps(value)) for key, value in state.items()}
+    second = CandleStream(["1m"], lateness_ms=0).process(
+        records(values[23:], first_offset=23), restored.get
+    )
+    assert first.indicators + second.indicators == uninterrupted

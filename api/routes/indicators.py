@@ -1,0 +1,67 @@
+"""`GET /v1/indicators`: indicator values per closed candle of one series."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from fastapi import APIRouter, Query
+
+from api.deps import ClickHouseDep, SettingsDep
+from api.errors import ApiError, ErrorPublic
+from api.series import WHERE_SERIES, SeriesDep
+from processors.indicators import INDICATOR_NAMES
+from schemas.events import IndicatorValues
+from sinks.warehouse import database_name
+
+router = APIRouter(prefix="/v1/indicators", tags=["indicators"])
+
+
+@router.get(
+    "",
+    response_model=list[IndicatorValues],
+    responses={422: {"model": ErrorPublic}, 503: {"model": ErrorPublic}},
+)
+async def list_indicators(
+    settings: SettingsDep,
+    clickhouse: ClickHouseDep,
+    series: SeriesDep,
+    name: Annotated[
+        list[str] | None,
+        Query(
+            description="Only these indicators (repeat the parameter): "
+            + ", ".join(INDICATOR_NAMES)
+        ),
+    ] = None,
+) -> list[IndicatorValues]:
+    """One entry per closed candle, in time order, with the indicators warmed up by then."""
+    unknown = sorted(set(name or ()) - set(INDICATOR_NAMES))
+    if unknown:
+        raise ApiError(
+            422,
+            "invalid_indicator",
+            f"unknown indicator(s) {unknown}; known: {list(INDICATOR_NAMES)}",
+        )
+    names_filter = "AND name IN {names:Array(String)} " if name else ""
+    sql = (
+        "SELECT toUnixTimestamp64Milli(open_time), groupArray(name), groupArray(value) "
+        f"FROM {database_name(settings)}.indicators FINAL "
+        f"WHERE {WHERE_SERIES} {names_filter}"
+        "GROUP BY open_time ORDER BY open_time LIMIT {limit:UInt32}"
+    )
+    parameters = {**series.parameters(), "names": name or []}
+    try:
+        result = await clickhouse.query(sql, parameters=parameters)
+    except ClickHouseError as exc:
+        raise ApiError(503, "warehouse_error", f"query failed: {exc}") from exc
+    order = {indicator: i for i, indicator in enumerate(INDICATOR_NAMES)}
+    return [
+        IndicatorValues(
+            exchange=series.exchange,
+            symbol=series.symbol,
+            interval=series.interval,
+            open_time=open_time,
+            values=dict(sorted(zip(names, values, strict=True), key=lambda nv: order[nv[0]])),
+        )
+        for open_time, names, values in result.result_rows
+    ]

@@ -1,0 +1,71 @@
+"""The query parameters every time-series endpoint shares, validated once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Query
+
+from api.errors import ApiError
+from api.timeparams import parse_time_ms
+from processors.candles import interval_ms
+from schemas.events import ExchangeId, Symbol
+
+FAR_FUTURE_MS = 2**62
+
+
+@dataclass(frozen=True)
+class SeriesWindow:
+    """One exchange/symbol/interval series between two times, at most `limit` points."""
+
+    exchange: str
+    symbol: str
+    interval: str
+    start_ms: int
+    end_ms: int
+    limit: int
+
+    def parameters(self) -> dict[str, Any]:
+        """Server-side query parameters for `{exchange:String}`, `{start:Int64}`, ..."""
+        return {
+            "exchange": self.exchange,
+            "symbol": self.symbol,
+            "interval": self.interval,
+            "start": self.start_ms,
+            "end": self.end_ms,
+            "limit": self.limit,
+        }
+
+
+WHERE_SERIES = (
+    "exchange = {exchange:String} AND symbol = {symbol:String} "
+    "AND interval = {interval:String} "
+    "AND open_time >= fromUnixTimestamp64Milli({start:Int64}) "
+    "AND open_time < fromUnixTimestamp64Milli({end:Int64})"
+)
+
+
+def series_window(
+    exchange: ExchangeId,
+    symbol: Symbol,
+    interval: Annotated[str, Query(description="Window length, e.g. `1m`.")] = "1m",
+    start: Annotated[
+        str | None, Query(description="From (inclusive): ISO-8601 or epoch ms.")
+    ] = None,
+    end: Annotated[str | None, Query(description="To (exclusive): ISO-8601 or epoch ms.")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
+) -> SeriesWindow:
+    """Validate the shared parameters; 422 in the error shape when they are wrong."""
+    try:
+        interval_ms(interval)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_interval", str(exc)) from None
+    start_ms = parse_time_ms("start", start) if start is not None else 0
+    end_ms = parse_time_ms("end", end) if end is not None else FAR_FUTURE_MS
+    if end_ms <= start_ms:
+        raise ApiError(422, "invalid_range", "end must be after start")
+    return SeriesWindow(exchange, symbol, interval, start_ms, min(end_ms, FAR_FUTURE_MS), limit)
+
+
+SeriesDep = Annotated[SeriesWindow, Depends(series_window)]
