@@ -1,1 +1,1 @@
-"""Faust stream processors and the pure analytics they run (candles first)."""
+"""Faust stream processors and the pure analytics they run: candles and indicators."""

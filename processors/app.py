@@ -1,4 +1,5 @@
-"""The Faust app: a thin shell that feeds micro-batches of trades to `CandleStream`.
+"""The Faust app: a thin shell that feeds micro-batches of trades to `CandleStream`
+and publishes the candles, indicators and dead letters it returns.
 
 Guarantee: at-least-once delivery from Faust, made effectively-once for state by the
 last-offset check in `CandleStream`, and for output by deterministic candles keyed on
@@ -91,5 +92,6 @@ def create_app(settings: Settings) -> faust.App:
             metrics.DEAD_LETTERS.labels("late").inc(result.late)
             metrics.DEAD_LETTERS.labels("schema").inc(len(result.dead_letters) - result.late)
             metrics.CANDLES_EMITTED.inc(len(result.candles))
+            metrics.INDICATORS_EMITTED.inc(len(result.indicators))
 
     return app

@@ -6,6 +6,9 @@ from prometheus_client import Counter, Histogram
 
 TRADES_PROCESSED = Counter("sigflow_processor_trades_total", "Trades folded into candle state.")
 CANDLES_EMITTED = Counter("sigflow_processor_candles_total", "Closed candles emitted.")
+INDICATORS_EMITTED = Counter(
+    "sigflow_processor_indicator_records_total", "Indicator records emitted (one per candle)."
+)
 DEAD_LETTERS = Counter("sigflow_processor_dead_letters_total", "Records sent to the DLQ.", ["kind"])
 REPLAYED_SKIPPED = Counter(
     "sigflow_processor_replayed_skipped_total",
