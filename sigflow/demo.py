@@ -108,11 +108,12 @@ async def _wait_for_candles(
         "b": window.last_open_ms,
     }
     started = time.monotonic()
-    trades, candles = settings.topic("trades"), settings.topic("candles")
+    trades = settings.topic("trades")
+    outputs = [trades, settings.topic("candles"), settings.topic("indicators")]
     with console.status("waiting for the processor and sink to catch up ...") as status:
         while True:
             processor_lag = await consumer_lag(settings, settings.processor_app_id, [trades])
-            sink_lag = await consumer_lag(settings, settings.sink_group_id, [trades, candles])
+            sink_lag = await consumer_lag(settings, settings.sink_group_id, outputs)
             done = await _count(settings, sql, params)
             status.update(
                 f"candles in ClickHouse: {done:,} / {window.closed_candles:,} "
@@ -154,19 +155,19 @@ async def _report(
             f"{db}.{name}", f"{await _count(settings, f'SELECT count() FROM {db}.{name} FINAL'):,}"
         )
     console.print(table)
-    query: dict[str, str | int] = {
-        "exchange": SAMPLE_EXCHANGE,
-        "symbol": SAMPLE_SYMBOL,
-        "interval": "1m",
-        "start": window.last_open_ms - 3 * MINUTE_MS,
-    }
+    series = {"exchange": SAMPLE_EXCHANGE, "symbol": SAMPLE_SYMBOL, "interval": "1m"}
     async with httpx.AsyncClient(base_url=base_url) as http:
-        response = await http.get("/v1/candles", params=query)
-    response.raise_for_status()
-    candles = response.json()
-    console.print(f"GET {response.url}")
-    for candle in candles:
-        console.print_json(data=candle)
+        candles = await http.get(
+            "/v1/candles", params={**series, "start": window.last_open_ms - 3 * MINUTE_MS}
+        )
+        indicators = await http.get(
+            "/v1/indicators", params={**series, "start": window.last_open_ms - MINUTE_MS}
+        )
+    for response in (candles, indicators):
+        response.raise_for_status()
+        console.print(f"GET {response.url}")
+        for point in response.json():
+            console.print_json(data=point)
 
 
 def run_demo(
