@@ -12,7 +12,7 @@ from prometheus_client import make_asgi_app
 import sigflow
 from api.deps import Warehouse
 from api.errors import install_error_handlers
-from api.routes import candles, health, indicators
+from api.routes import candles, health, indicators, signals
 from sigflow.settings import Settings
 
 
@@ -37,5 +37,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(candles.router)
     app.include_router(indicators.router)
+    app.include_router(signals.router)
     app.mount("/metrics", make_asgi_app())
     return app

@@ -8,11 +8,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Query
 
 from api.errors import ApiError
-from api.timeparams import parse_time_ms
+from api.timeparams import time_range
 from processors.candles import interval_ms
 from schemas.events import ExchangeId, Symbol
-
-FAR_FUTURE_MS = 2**62
 
 
 @dataclass(frozen=True)
@@ -61,11 +59,8 @@ def series_window(
         interval_ms(interval)
     except ValueError as exc:
         raise ApiError(422, "invalid_interval", str(exc)) from None
-    start_ms = parse_time_ms("start", start) if start is not None else 0
-    end_ms = parse_time_ms("end", end) if end is not None else FAR_FUTURE_MS
-    if end_ms <= start_ms:
-        raise ApiError(422, "invalid_range", "end must be after start")
-    return SeriesWindow(exchange, symbol, interval, start_ms, min(end_ms, FAR_FUTURE_MS), limit)
+    start_ms, end_ms = time_range(start, end)
+    return SeriesWindow(exchange, symbol, interval, start_ms, end_ms, limit)
 
 
 SeriesDep = Annotated[SeriesWindow, Depends(series_window)]

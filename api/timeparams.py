@@ -34,3 +34,15 @@ def parse_time_ms(name: str, value: str) -> int:
         parsed = parsed.replace(tzinfo=UTC)
     # Exact integer arithmetic: float timestamp() * 1000 is off by 1 ms for some instants.
     return (parsed - EPOCH) // MILLISECOND
+
+
+FAR_FUTURE_MS = 2**62
+
+
+def time_range(start: str | None, end: str | None) -> tuple[int, int]:
+    """`[start, end)` in epoch ms from optional parameters; 422 unless end > start."""
+    start_ms = parse_time_ms("start", start) if start is not None else 0
+    end_ms = parse_time_ms("end", end) if end is not None else FAR_FUTURE_MS
+    if end_ms <= start_ms:
+        raise ApiError(422, "invalid_range", "end must be after start")
+    return start_ms, min(end_ms, FAR_FUTURE_MS)

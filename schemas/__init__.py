@@ -9,6 +9,7 @@ from schemas.events import (
     OnchainBlock,
     OnchainTransfer,
     Side,
+    Signal,
     Trade,
 )
 from schemas.topics import TOPICS, TopicSpec
@@ -21,6 +22,7 @@ __all__ = [
     "OnchainBlock",
     "OnchainTransfer",
     "Side",
+    "Signal",
     "TopicSpec",
     "Trade",
 ]

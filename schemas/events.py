@@ -81,6 +81,20 @@ class IndicatorValues(Event):
     values: dict[str, float] = Field(description="Indicator name to value.")
 
 
+class Signal(Event):
+    """A rule fired on a closed candle (topic `signals`): direction, strength and why."""
+
+    exchange: ExchangeId
+    symbol: Symbol
+    interval: str = Field(pattern=r"^[0-9]+[smhd]$")
+    open_time: EpochMillis = Field(description="Open time of the candle the rule fired on.")
+    rule: str = Field(min_length=1, description="Id of the rule in the rules file.")
+    direction: Literal[1, -1] = Field(description="1 bullish, -1 bearish.")
+    strength: float = Field(gt=0, le=1, description="How decisive the crossing was, 0-1.")
+    price: float = Field(gt=0, description="Close of the candle the rule fired on.")
+    explanation: str = Field(description="Plain-language reason, with the numbers.")
+
+
 class OnchainBlock(Event):
     """One EVM block as seen by the chain ingestor (topic `onchain.blocks`)."""
 

@@ -12,6 +12,7 @@ from schemas.events import (
     IndicatorValues,
     OnchainBlock,
     OnchainTransfer,
+    Signal,
     Trade,
 )
 
@@ -56,6 +57,13 @@ TOPICS: dict[str, TopicSpec] = {
             key="`exchange:symbol`",
             value_model=IndicatorValues,
             description="Indicators on every closed candle (TA-Lib conventions), once warmed up.",
+            retention_ms=30 * DAY_MS,
+        ),
+        TopicSpec(
+            "signals",
+            key="`exchange:symbol`",
+            value_model=Signal,
+            description="Trading signals: a configured rule fired on a closed candle.",
             retention_ms=30 * DAY_MS,
         ),
         TopicSpec(

@@ -12,7 +12,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import BaseModel
 
 from schemas.codec import Codec, codec_for
-from schemas.events import Candle, IndicatorValues, Trade
+from schemas.events import Candle, IndicatorValues, Signal, Trade
 from sinks import metrics
 from sinks.batching import Batch, BatchingSink
 from sinks.exceptions import SinkError
@@ -48,6 +48,7 @@ def indicator_rows(event: Any) -> Iterable[Sequence[Any]]:
 ROUTES = (
     TableRoute("trades", "trades", Trade, tuple(Trade.model_fields), one_row_per_event(Trade)),
     TableRoute("candles", "candles", Candle, tuple(Candle.model_fields), one_row_per_event(Candle)),
+    TableRoute("signals", "signals", Signal, tuple(Signal.model_fields), one_row_per_event(Signal)),
     TableRoute(
         "indicators",
         "indicators",

@@ -98,7 +98,7 @@ async def test_migrate_applies_every_migration_once(
     second = await asyncio.to_thread(run_sigflow, "migrate", env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert first.stderr.strip() == (
-        "applied 2 migration(s): 0001_trades_and_candles, 0002_indicators"
+        "applied 3 migration(s): 0001_trades_and_candles, 0002_indicators, 0003_signals"
     )
     assert second.returncode == 0, second.stderr
     assert second.stderr.strip() == "applied 0 migration(s): none pending"
@@ -111,6 +111,7 @@ async def test_migrate_applies_every_migration_once(
         "candles",
         "indicators",
         "schema_migrations",
+        "signals",
         "trades",
     }
 
@@ -174,6 +175,17 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "interval": "1m",
         "open_time": 1_718_000_040_000,
         "values": {"sma_20": 60_001.2, "rsi_14": 55.5, "vwap": 60_000.5},
+    },
+    "signals": {
+        "exchange": "binance",
+        "symbol": "BTC-USDT",
+        "interval": "1m",
+        "open_time": 1_718_000_040_000,
+        "rule": "ema_cross_12_26",
+        "direction": 1,
+        "strength": 0.42,
+        "price": 60_001.0,
+        "explanation": "EMA 12 crossed above EMA 26",
     },
     "onchain.blocks": {
         "chain_id": 1,

@@ -1,4 +1,4 @@
-"""The HTTP API in-process against the real ClickHouse engine and Kafka broker.
+"""The HTTP API against the real ClickHouse engine: candles, indicators, signals, health.
 
 Candles are written straight into the migrated tables, so every expectation here is a
 row this module inserted itself.
@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from schemas.events import Candle
+from schemas.events import Candle, Signal
 from sigflow.roles import migrate
 from sigflow.settings import Settings
 from sinks.warehouse import connect
@@ -367,3 +367,35 @@ async def test_indicators_group_per_candle_and_filter_by_name(settings: Settings
     assert list(everything[1]["values"]) == ["sma_20", "rsi_14", "vwap"]  # canonical order
     assert all(set(point["values"]) == {"rsi_14", "vwap"} for point in only)
     assert_error(unknown, 422, "invalid_indicator", "sma_21")
+
+
+async def test_signals_come_newest_first_and_filter_by_symbol_rule_and_direction(
+    settings: Settings,
+) -> None:
+    base = 1_700_000_040_000
+    rows = [
+        ("coinbase", "BTC-USD", "1m", base, "ema_cross_12_26", 1, 0.4, 100.0, "up"),
+        ("coinbase", "BTC-USD", "1m", base + 60_000, "rsi_14_overbought", -1, 0.2, 101.0, "hot"),
+        ("binance", "ETH-USDT", "1m", base + 120_000, "ema_cross_12_26", -1, 0.9, 50.0, "down"),
+    ]
+    client = await connect(settings)
+    try:
+        await client.insert(
+            f"{settings.clickhouse_database}.signals", rows, column_names=list(Signal.model_fields)
+        )
+    finally:
+        await client.close()
+    async with serve(settings) as http:
+        newest = (await http.get("/v1/signals")).json()
+        btc = (await http.get("/v1/signals", params={"symbol": "BTC-USD"})).json()
+        bearish_ema = (
+            await http.get("/v1/signals", params={"rule": "ema_cross_12_26", "direction": -1})
+        ).json()
+        bad_direction = await http.get("/v1/signals", params={"direction": 2})
+        zero_direction = await http.get("/v1/signals", params={"direction": 0})
+    assert [s["open_time"] for s in newest] == [base + 120_000, base + 60_000, base]
+    assert newest[0] == dict(zip(Signal.model_fields, rows[2], strict=True))
+    assert {s["symbol"] for s in btc} == {"BTC-USD"} and len(btc) == 2
+    assert [s["symbol"] for s in bearish_ema] == ["ETH-USDT"]
+    assert_error(bad_direction, 422, "invalid_request", "direction")
+    assert_error(zero_direction, 422, "invalid_direction", "bullish")

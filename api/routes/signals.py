@@ -1,0 +1,81 @@
+"""`GET /v1/signals`: the newest trading signals, optionally filtered."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from fastapi import APIRouter, Query
+
+from api.deps import ClickHouseDep, SettingsDep
+from api.errors import ApiError, ErrorPublic
+from api.timeparams import time_range
+from schemas.events import ExchangeId, Signal, Symbol
+from sinks.warehouse import database_name
+
+router = APIRouter(prefix="/v1/signals", tags=["signals"])
+
+SIGNAL_COLUMNS = [
+    "toUnixTimestamp64Milli(open_time)" if name == "open_time" else name
+    for name in Signal.model_fields
+]
+# Each optional filter is a fixed SQL fragment bound to a server-side parameter.
+FILTERS = {
+    "exchange": "exchange = {exchange:String}",
+    "symbol": "symbol = {symbol:String}",
+    "interval": "interval = {interval:String}",
+    "rule": "rule = {rule:String}",
+    "direction": "direction = {direction:Int8}",
+}
+
+
+@router.get(
+    "",
+    response_model=list[Signal],
+    responses={422: {"model": ErrorPublic}, 503: {"model": ErrorPublic}},
+)
+async def list_signals(
+    settings: SettingsDep,
+    clickhouse: ClickHouseDep,
+    exchange: ExchangeId | None = None,
+    symbol: Symbol | None = None,
+    interval: Annotated[str | None, Query(pattern=r"^[0-9]+[smhd]$")] = None,
+    rule: Annotated[str | None, Query(max_length=100)] = None,
+    direction: Annotated[
+        int | None, Query(ge=-1, le=1, description="1 bullish, -1 bearish.")
+    ] = None,
+    start: Annotated[str | None, Query(description="From (inclusive): ISO-8601/epoch ms.")] = None,
+    end: Annotated[str | None, Query(description="To (exclusive): ISO-8601/epoch ms.")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> list[Signal]:
+    """Newest first: what fired, on which candle, how strongly and why."""
+    if direction == 0:
+        raise ApiError(422, "invalid_direction", "direction must be 1 (bullish) or -1 (bearish)")
+    start_ms, end_ms = time_range(start, end)
+    given = {
+        "exchange": exchange,
+        "symbol": symbol,
+        "interval": interval,
+        "rule": rule,
+        "direction": direction,
+    }
+    conditions = [FILTERS[name] for name, value in given.items() if value is not None]
+    sql = (
+        f"SELECT {', '.join(SIGNAL_COLUMNS)} FROM {database_name(settings)}.signals FINAL "
+        "WHERE open_time >= fromUnixTimestamp64Milli({start:Int64}) "
+        "AND open_time < fromUnixTimestamp64Milli({end:Int64}) "
+        + "".join(f"AND {condition} " for condition in conditions)
+        + "ORDER BY open_time DESC, exchange, symbol, interval, rule LIMIT {limit:UInt32}"
+    )
+    parameters = {
+        **{name: value for name, value in given.items() if value is not None},
+        "start": start_ms,
+        "end": end_ms,
+        "limit": limit,
+    }
+    try:
+        result = await clickhouse.query(sql, parameters=parameters)
+    except ClickHouseError as exc:
+        raise ApiError(503, "warehouse_error", f"query failed: {exc}") from exc
+    fields = list(Signal.model_fields)
+    return [Signal(**dict(zip(fields, row, strict=True))) for row in result.result_rows]
