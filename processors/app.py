@@ -1,5 +1,5 @@
 """The Faust app: a thin shell that feeds micro-batches of trades to `CandleStream`
-and publishes the candles, indicators and dead letters it returns.
+and publishes the candles, indicators, signals and dead letters it returns.
 
 Guarantee: at-least-once delivery from Faust, made effectively-once for state by the
 last-offset check in `CandleStream`, and for output by deterministic candles keyed on
@@ -17,6 +17,7 @@ import faust
 
 from processors import metrics
 from processors.candle_stream import CandleStream, RawRecord
+from processors.signals import SignalEngine, load_rules
 from sigflow.settings import Settings
 
 
@@ -48,6 +49,7 @@ def create_app(settings: Settings) -> faust.App:
     indicators = app.topic(
         settings.topic("indicators"), key_serializer="raw", value_serializer="raw"
     )
+    signals = app.topic(settings.topic("signals"), key_serializer="raw", value_serializer="raw")
     dlq = app.topic(settings.topic("dlq"), key_serializer="raw", value_serializer="raw")
     # Keyed by the raw record key and placed by the producer's partitioner, so each key's
     # changelog lands in the same partition number as its trades (co-partitioned).
@@ -58,7 +60,11 @@ def create_app(settings: Settings) -> faust.App:
         use_partitioner=True,
         partitions=settings.topic_partitions,
     )
-    stream_logic = CandleStream(settings.candle_intervals, settings.allowed_lateness_ms)
+    stream_logic = CandleStream(
+        settings.candle_intervals,
+        settings.allowed_lateness_ms,
+        SignalEngine(load_rules(settings.signal_rules)),
+    )
 
     @app.agent(trades)
     async def build_candles(stream: Any) -> None:
@@ -81,6 +87,8 @@ def create_app(settings: Settings) -> faust.App:
                 await candles.send(key=key, value=value)
             for key, value in result.indicators:
                 await indicators.send(key=key, value=value)
+            for key, value in result.signals:
+                await signals.send(key=key, value=value)
             for key, value in result.dead_letters:
                 await dlq.send(key=key, value=value)
             for key, new_state in result.states.items():
@@ -93,5 +101,6 @@ def create_app(settings: Settings) -> faust.App:
             metrics.DEAD_LETTERS.labels("schema").inc(len(result.dead_letters) - result.late)
             metrics.CANDLES_EMITTED.inc(len(result.candles))
             metrics.INDICATORS_EMITTED.inc(len(result.indicators))
+            metrics.SIGNALS_EMITTED.inc(len(result.signals))
 
     return app

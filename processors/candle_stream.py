@@ -1,9 +1,11 @@
-"""Turns a micro-batch of raw `trades` records into candles, indicators and dead letters.
+"""Turns a micro-batch of raw `trades` records into candles, indicators, signals and
+dead letters.
 
 The Faust agent is a thin shell around `CandleStream.process()`: this module decodes,
 routes bad input to the DLQ, skips records the state has already seen (so a restart
 that re-reads uncommitted offsets changes nothing), feeds each key's trades to its
-`CandleState` per interval, and each closed candle to that interval's `IndicatorSet`.
+`CandleState` per interval, each closed candle to that interval's `IndicatorSet`, and
+its indicators (with the previous candle's) to the signal rules.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ from typing import Any
 
 from processors.candles import CandleState, ClosedCandle, TradeColumns, interval_ms
 from processors.indicators import IndicatorSet
+from processors.signals import FiredSignal, SignalEngine, load_rules
 from schemas.codec import codec_for
 from schemas.dead_letters import dead_letter_record
-from schemas.events import Candle, IndicatorValues, Trade
+from schemas.events import Candle, IndicatorValues, Signal, Trade
 from schemas.exceptions import SchemaError
 
 TRADE_CODEC = codec_for(Trade)
 CANDLE_CODEC = codec_for(Candle)
 INDICATOR_CODEC = codec_for(IndicatorValues)
+SIGNAL_CODEC = codec_for(Signal)
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class BatchResult:
 
     candles: list[tuple[bytes, bytes]] = field(default_factory=list)
     indicators: list[tuple[bytes, bytes]] = field(default_factory=list)
+    signals: list[tuple[bytes, bytes]] = field(default_factory=list)
     dead_letters: list[tuple[bytes, bytes]] = field(default_factory=list)
     states: dict[bytes, dict[str, Any]] = field(default_factory=dict)
     trades: int = 0
@@ -55,9 +60,12 @@ StateLoader = Callable[[bytes], dict[str, Any] | None]
 class CandleStream:
     """Candle building for every interval, keyed by the record key `exchange:symbol`."""
 
-    def __init__(self, intervals: Iterable[str], lateness_ms: int) -> None:
+    def __init__(
+        self, intervals: Iterable[str], lateness_ms: int, signals: SignalEngine | None = None
+    ) -> None:
         self.intervals = {name: interval_ms(name) for name in intervals}
         self.lateness_ms = lateness_ms
+        self.signals = signals or SignalEngine(load_rules())
 
     def process(self, records: Iterable[RawRecord], load_state: StateLoader) -> BatchResult:
         """Decode, dead-letter and aggregate a batch; return outputs and new state per key."""
@@ -111,8 +119,15 @@ class CandleStream:
             for window in closed:
                 candle = to_candle(trades[0].exchange, trades[0].symbol, name, width, window)
                 values = indicator_values(candle, state.indicators[name])
+                fired = self.signals.evaluate(
+                    close=candle.close, values=values.values, previous=state.previous.get(name)
+                )
+                state.previous[name] = {**values.values, "close": candle.close}
                 result.candles.append((key, CANDLE_CODEC.encode(candle)))
                 result.indicators.append((key, INDICATOR_CODEC.encode(values)))
+                result.signals.extend(
+                    (key, SIGNAL_CODEC.encode(to_signal(candle, signal))) for signal in fired
+                )
         for (record, trade), is_late in zip(fresh, late_any, strict=True):
             if is_late:
                 result.late += 1
@@ -131,6 +146,7 @@ class KeyState:
 
     candles: dict[str, CandleState]
     indicators: dict[str, IndicatorSet]
+    previous: dict[str, dict[str, float]]  # last candle's indicators + close, per interval
 
     @classmethod
     def from_dict(
@@ -152,6 +168,7 @@ class KeyState:
                 else IndicatorSet()
                 for name in intervals
             },
+            previous=dict((saved or {}).get("previous", {})),
         )
 
     def to_dict(self, last_offset: int) -> dict[str, Any]:
@@ -160,6 +177,7 @@ class KeyState:
             "offset": last_offset,
             "intervals": {name: state.to_dict() for name, state in self.candles.items()},
             "indicators": {name: state.to_dict() for name, state in self.indicators.items()},
+            "previous": self.previous,
         }
 
 
@@ -215,4 +233,19 @@ def indicator_values(candle: Any, indicators: IndicatorSet) -> Any:
         interval=candle.interval,
         open_time=candle.open_time,
         values=values,
+    )
+
+
+def to_signal(candle: Any, fired: FiredSignal) -> Any:
+    """The `Signal` event of a rule that fired on a closed candle."""
+    return SIGNAL_CODEC.struct(
+        exchange=candle.exchange,
+        symbol=candle.symbol,
+        interval=candle.interval,
+        open_time=candle.open_time,
+        rule=fired.rule,
+        direction=fired.direction,
+        strength=fired.strength,
+        price=candle.close,
+        explanation=fired.explanation,
     )

@@ -15,3 +15,11 @@ class IndicatorInputError(SigflowError):
 
 class IndicatorStateError(SigflowError):
     """Stored indicator state that does not fit the indicator (wrong kind or period)."""
+
+
+class SignalRuleError(SigflowError):
+    """A signal rules file that cannot work: the message names the file, the rule and why.
+
+    Raised when the rules are loaded, never per candle, so a bad edit stops the processor
+    at start-up instead of silently dropping signals.
+    """

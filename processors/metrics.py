@@ -6,6 +6,7 @@ from prometheus_client import Counter, Histogram
 
 TRADES_PROCESSED = Counter("sigflow_processor_trades_total", "Trades folded into candle state.")
 CANDLES_EMITTED = Counter("sigflow_processor_candles_total", "Closed candles emitted.")
+SIGNALS_EMITTED = Counter("sigflow_processor_signals_total", "Trading signals emitted.")
 INDICATORS_EMITTED = Counter(
     "sigflow_processor_indicator_records_total", "Indicator records emitted (one per candle)."
 )

@@ -109,7 +109,7 @@ async def _wait_for_candles(
     }
     started = time.monotonic()
     trades = settings.topic("trades")
-    outputs = [trades, settings.topic("candles"), settings.topic("indicators")]
+    outputs = [trades, *(settings.topic(t) for t in ("candles", "indicators", "signals"))]
     with console.status("waiting for the processor and sink to catch up ...") as status:
         while True:
             processor_lag = await consumer_lag(settings, settings.processor_app_id, [trades])
@@ -150,7 +150,7 @@ async def _report(
     table = Table(title="rows in ClickHouse (deduplicated: FINAL)")
     table.add_column("table")
     table.add_column("rows", justify="right")
-    for name in ("trades", "candles", "indicators"):
+    for name in ("trades", "candles", "indicators", "signals"):
         table.add_row(
             f"{db}.{name}", f"{await _count(settings, f'SELECT count() FROM {db}.{name} FINAL'):,}"
         )
@@ -163,7 +163,8 @@ async def _report(
         indicators = await http.get(
             "/v1/indicators", params={**series, "start": window.last_open_ms - MINUTE_MS}
         )
-    for response in (candles, indicators):
+        signals = await http.get("/v1/signals", params={**series, "limit": 3})
+    for response in (candles, indicators, signals):
         response.raise_for_status()
         console.print(f"GET {response.url}")
         for point in response.json():

@@ -6,6 +6,7 @@
     ├── SchemaError          (schemas.exceptions) input that does not match a topic's schema
     ├── IngestError          (ingest.exceptions) a source that cannot be read
     ├── IndicatorInputError  (processors.exceptions) a candle an indicator cannot take
+    ├── SignalRuleError      (processors.exceptions) a rules file that cannot be used
     └── SinkError            (sinks.exceptions) a warehouse write that failed
 
 The CLI prints any `SigflowError` as one line and exits non-zero; anything else is a bug

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
         ge=0,
         description="How far behind the newest trade a trade may arrive and still count.",
     )
+    signal_rules: Path | None = Field(
+        None, description="TOML file of signal rules (empty: the packaged defaults)."
+    )
     processor_batch_size: int = Field(
         2_000, ge=1, description="Trades the processor takes per micro-batch."
     )
@@ -148,6 +151,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """`SIGFLOW_*` variables that reproduce `settings` in a child process."""
     env = {}
     for name, value in settings.model_dump().items():
+        if value is None:
+            continue  # unset: the child falls back to the same default
         if isinstance(value, SecretStr):
             text = value.get_secret_value()
         elif isinstance(value, list | dict):

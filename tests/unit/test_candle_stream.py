@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import orjson
@@ -120,3 +121,24 @@ def test_indicator_state_survives_a_restart_mid_series() -> None:
         records(values[23:], first_offset=23), restored.get
     )
     assert first.indicators + second.indicators == uninterrupted
+
+
+def test_signals_fire_on_the_candle_where_the_rule_crosses() -> None:
+    closes = [200.0 - i for i in range(40)] + [160.0 + 3 * i for i in range(40)]
+    values = [trade(i, i * 60_000 + 1_000, price) for i, price in enumerate(closes)]
+    result = CandleStream(["1m"], lateness_ms=0).process(records(values), MemoryState().get)
+    indicators = [orjson.loads(v) for _, v in result.indicators]
+    spread = [
+        (i["open_time"], i["values"]["ema_12"] - i["values"]["ema_26"])
+        for i in indicators
+        if "ema_26" in i["values"]
+    ]
+    crossings = [
+        now for (_, before), (now, after) in itertools.pairwise(spread) if before < 0 <= after
+    ]
+    signals = [orjson.loads(v) for _, v in result.signals]
+    ema = [s for s in signals if s["rule"] == "ema_cross_12_26"]
+    assert [s["open_time"] for s in ema] == crossings and len(crossings) == 1
+    assert ema[0]["direction"] == 1 and 0 < ema[0]["strength"] <= 1
+    assert "crossed above" in ema[0]["explanation"]
+    assert ema[0]["price"] == closes[crossings[0] // 60_000]
