@@ -93,6 +93,10 @@ def create_app(settings: Settings) -> faust.App:
                 await dlq.send(key=key, value=value)
             for key, new_state in result.states.items():
                 state[key] = new_state
+            # Make this batch's outputs and changelog durable before its offsets can be
+            # acked: a rebalance that re-reads the changelog must never find it behind
+            # the stream, or the trades in between would be lost.
+            await app.producer.flush()
             metrics.TRADES_PROCESSED.inc(result.trades)
             metrics.REPLAYED_SKIPPED.inc(result.skipped)
             metrics.BATCH_SIZE.observe(len(records))

@@ -11,6 +11,7 @@ from sigflow.settings import Settings
 from tests.conftest import Roles
 from tests.e2e.pipeline import (
     assert_candles_match,
+    dead_letters,
     eventually,
     expected_candles,
     known_trades,
@@ -61,5 +62,7 @@ async def test_sigkilled_processor_and_sink_resume_without_loss_or_duplicates(
         return bool(done == len(expected))
 
     await eventually(all_candles_written, f"{len(expected)} candles after the restart", roles)
+    rejected = [d for d in await dead_letters(settings) if d["component"] == "processor"]
+    assert rejected == [], "valid trades were dead-lettered after the restart"
     await assert_candles_match(settings, expected)
     assert await scalar(settings, f"SELECT count() FROM {db}.trades FINAL") == len(trades)
