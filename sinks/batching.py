@@ -1,8 +1,9 @@
 """The batching sink contract (after quix-streams' `BatchingSink`).
 
-A sink collects rows per (topic, partition), `flush()` writes each batch with the
-abstract `write()` and clears it in `finally`; the caller commits offsets only after
-`flush()` returned, so a failed write is re-read from Kafka instead of being lost.
+A sink collects rows per (topic, partition); `flush()` hands each topic's batches to
+the abstract `write()` (one warehouse insert per topic, not per partition) and clears
+them in `finally`. The caller commits offsets only after `flush()` returned, so a
+failed write is re-read from Kafka instead of being lost.
 """
 
 from __future__ import annotations
@@ -23,18 +24,21 @@ class Batch:
     first_offset: int = -1
     last_offset: int = -1
 
-    def add(self, offset: int, row: Any | None) -> None:
-        """Record `offset` as consumed; keep `row` unless it was rejected (None)."""
+    def extend(self, first_offset: int, last_offset: int, rows: list[Any]) -> None:
+        """Record offsets `first..last` as consumed, keeping the rows that were valid."""
         if self.first_offset < 0:
-            self.first_offset = offset
-        self.last_offset = offset
-        if row is not None:
-            self.rows.append(row)
+            self.first_offset = first_offset
+        self.last_offset = last_offset
+        self.rows.extend(rows)
 
-    @property
-    def dedup_token(self) -> str:
-        """Same input offsets, same token: a retried insert is dropped by the warehouse."""
-        return f"{self.topic}:{self.partition}:{self.first_offset}-{self.last_offset}"
+
+def dedup_token(batches: list[Batch]) -> str:
+    """Same input offsets, same token: a retried insert is dropped by the warehouse."""
+    ranges = ",".join(
+        f"{b.partition}:{b.first_offset}-{b.last_offset}"
+        for b in sorted(batches, key=lambda b: b.partition)
+    )
+    return f"{batches[0].topic}:{ranges}"
 
 
 class BatchingSink(ABC):
@@ -47,13 +51,15 @@ class BatchingSink(ABC):
         self._rows = 0
         self._oldest: float | None = None
 
-    def add(self, topic: str, partition: int, offset: int, row: Any | None) -> None:
-        """Buffer one consumed record (row None: consumed but rejected)."""
+    def add(
+        self, topic: str, partition: int, first_offset: int, last_offset: int, rows: list[Any]
+    ) -> None:
+        """Buffer consumed records `first..last` of a partition and their valid rows."""
         batch = self._batches.get((topic, partition))
         if batch is None:
             batch = self._batches[(topic, partition)] = Batch(topic, partition)
-        batch.add(offset, row)
-        self._rows += row is not None
+        batch.extend(first_offset, last_offset, rows)
+        self._rows += len(rows)
         if self._oldest is None:
             self._oldest = time.monotonic()
 
@@ -83,24 +89,24 @@ class BatchingSink(ABC):
     ) -> dict[tuple[str, int], int]:
         """Write batches (all, or those of `partitions`); return the next offset to commit.
 
-        A batch is dropped whether its write succeeded or not; on failure the caller
-        must not commit and re-reads the batch from Kafka.
+        Batches are dropped whether their write succeeded or not; on failure the caller
+        must not commit and re-reads them from Kafka.
         """
         keys = [k for k in self._batches if partitions is None or k in partitions]
-        commits: dict[tuple[str, int], int] = {}
+        by_topic: dict[str, list[Batch]] = {}
+        for key in keys:
+            by_topic.setdefault(key[0], []).append(self._batches[key])
         try:
-            for key in keys:
-                batch = self._batches[key]
-                if batch.rows:
-                    await self.write(batch)
-                commits[key] = batch.last_offset + 1
+            for topic, batches in by_topic.items():
+                if any(batch.rows for batch in batches):
+                    await self.write(topic, batches)
         finally:
             for key in keys:
                 self._batches.pop(key, None)
             self._rows = sum(len(b.rows) for b in self._batches.values())
             self._oldest = time.monotonic() if self._batches else None
-        return commits
+        return {(b.topic, b.partition): b.last_offset + 1 for bs in by_topic.values() for b in bs}
 
     @abstractmethod
-    async def write(self, batch: Batch) -> None:
-        """Durably write one batch, or raise `SinkError`."""
+    async def write(self, topic: str, batches: list[Batch]) -> None:
+        """Durably write one topic's batches, or raise `SinkError`."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from clickhouse_connect.driver.asyncclient import AsyncClient
@@ -14,47 +15,62 @@ from pydantic import BaseModel
 from schemas.codec import Codec, codec_for
 from schemas.events import Candle, IndicatorValues, Signal, Trade
 from sinks import metrics
-from sinks.batching import Batch, BatchingSink
+from sinks.batching import Batch, BatchingSink, dedup_token
 from sinks.exceptions import SinkError
+
+Columns = list[list[Any]]
 
 
 @dataclass(frozen=True)
 class TableRoute:
-    """Which table a topic's records go to, and how one record becomes rows."""
+    """Which table a topic's records go to, and how a batch of them becomes columns."""
 
     topic: str
     table: str
     model: type[BaseModel]
     columns: tuple[str, ...]
-    to_rows: Callable[[Any], Iterable[Sequence[Any]]]
+    to_columns: Callable[[list[Any]], Columns]
 
     @property
     def codec(self) -> Codec[BaseModel]:
         return codec_for(self.model)
 
 
-def one_row_per_event(model: type[BaseModel]) -> Callable[[Any], Iterable[Sequence[Any]]]:
-    """Rows for a table whose columns are exactly the model's fields."""
-    fields = tuple(model.model_fields)
-    return lambda event: ((*(getattr(event, name) for name in fields),),)
+def field_columns(model: type[BaseModel]) -> Callable[[list[Any]], Columns]:
+    """Columns for a table whose columns are exactly the model's fields."""
+    getters = [attrgetter(name) for name in model.model_fields]
+    return lambda events: [list(map(getter, events)) for getter in getters]
 
 
-def indicator_rows(event: Any) -> Iterable[Sequence[Any]]:
+def indicator_columns(events: list[Any]) -> Columns:
     """Long form: one row per indicator name, so new indicators need no migration."""
-    head = (event.exchange, event.symbol, event.interval, event.open_time)
-    return [(*head, name, value) for name, value in event.values.items()]
+    columns: Columns = [[], [], [], [], [], []]
+    exchange, symbol, interval, open_time, name, value = columns
+    for event in events:
+        for indicator, number in event.values.items():
+            exchange.append(event.exchange)
+            symbol.append(event.symbol)
+            interval.append(event.interval)
+            open_time.append(event.open_time)
+            name.append(indicator)
+            value.append(number)
+    return columns
+
+
+def _field_route(topic: str, model: type[BaseModel]) -> TableRoute:
+    return TableRoute(topic, topic, model, tuple(model.model_fields), field_columns(model))
 
 
 ROUTES = (
-    TableRoute("trades", "trades", Trade, tuple(Trade.model_fields), one_row_per_event(Trade)),
-    TableRoute("candles", "candles", Candle, tuple(Candle.model_fields), one_row_per_event(Candle)),
-    TableRoute("signals", "signals", Signal, tuple(Signal.model_fields), one_row_per_event(Signal)),
+    _field_route("trades", Trade),
+    _field_route("candles", Candle),
+    _field_route("signals", Signal),
     TableRoute(
         "indicators",
         "indicators",
         IndicatorValues,
         ("exchange", "symbol", "interval", "open_time", "name", "value"),
-        indicator_rows,
+        indicator_columns,
     ),
 )
 
@@ -76,12 +92,12 @@ class ClickHouseSink(BatchingSink):
         self.database = database
         self.routes = routes
 
-    async def write(self, batch: Batch) -> None:
-        route = self.routes[batch.topic]
-        rows = [row for event in batch.rows for row in route.to_rows(event)]
+    async def write(self, topic: str, batches: list[Batch]) -> None:
+        route = self.routes[topic]
+        columns = route.to_columns([row for batch in batches for row in batch.rows])
+        rows = len(columns[0])
         if not rows:
             return
-        columns = [list(column) for column in zip(*rows, strict=True)]
         started = time.perf_counter()
         try:
             await self.client.insert(
@@ -89,10 +105,10 @@ class ClickHouseSink(BatchingSink):
                 columns,
                 column_names=list(route.columns),
                 column_oriented=True,
-                settings={"insert_deduplication_token": batch.dedup_token},
+                settings={"insert_deduplication_token": dedup_token(batches)},
             )
         except (ClickHouseError, OSError) as exc:
             raise SinkError(f"insert into {route.table} failed: {exc}") from exc
         metrics.INSERT_SECONDS.labels(route.table).observe(time.perf_counter() - started)
-        metrics.ROWS_WRITTEN.labels(route.table).inc(len(rows))
-        metrics.BATCH_ROWS.labels(route.table).observe(len(rows))
+        metrics.ROWS_WRITTEN.labels(route.table).inc(rows)
+        metrics.BATCH_ROWS.labels(route.table).observe(rows)

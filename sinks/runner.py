@@ -132,15 +132,17 @@ class SinkRunner:
         self._stopping.set()
 
     async def _buffer(self, records: list[ConsumerRecord]) -> None:
+        """Decode one partition's records; rejects go to the DLQ, the rest to the sink."""
         assert self.sink is not None
+        first = records[0]
+        codec = self.routes[first.topic].codec
+        rows = []
         for record in records:
-            route = self.routes[record.topic]
             try:
                 if record.value is None:
                     raise SchemaError("empty record value")
-                row = route.codec.decode(record.value)
+                rows.append(codec.decode(record.value))
             except SchemaError as exc:
-                row = None
                 metrics.DEAD_LETTERS.inc()
                 key, value = dead_letter_record(
                     source_topic=record.topic,
@@ -153,7 +155,7 @@ class SinkRunner:
                     component="sink",
                 )
                 await self.producer.send_and_wait(self.settings.topic("dlq"), value, key=key)
-            self.sink.add(record.topic, record.partition, record.offset, row)
+        self.sink.add(first.topic, first.partition, first.offset, records[-1].offset, rows)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
