@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 from prometheus_client import make_asgi_app
 
 import sigflow
-from api.deps import Warehouse
+from api.deps import Warehouse, require_api_key
 from api.errors import install_error_handlers
+from api.ratelimit import RateLimiter
 from api.routes import candles, health, indicators, signals
 from sigflow.settings import Settings
 
@@ -32,11 +33,13 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.warehouse = Warehouse(settings)
+    app.state.api_keys = None  # created with the first authenticated request
+    app.state.rate_limiter = RateLimiter(settings.api_rate_limit_per_minute)
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     install_error_handlers(app)
     app.include_router(health.router)
-    app.include_router(candles.router)
-    app.include_router(indicators.router)
-    app.include_router(signals.router)
+    authenticated = [Depends(require_api_key)]
+    for resource in (candles, indicators, signals):
+        app.include_router(resource.router, dependencies=authenticated)
     app.mount("/metrics", make_asgi_app())
     return app

@@ -1,4 +1,4 @@
-"""Dependencies shared by the routers: settings and the warehouse client."""
+"""Dependencies shared by the routers: settings, the warehouse client, API-key auth."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ import asyncio
 from typing import Annotated
 
 from clickhouse_connect.driver.asyncclient import AsyncClient
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
 
 from api.errors import ApiError
+from api.keys import ApiKeyStore
 from sigflow.exceptions import StackError
 from sigflow.settings import Settings
-from sinks.warehouse import connect
+from sinks.warehouse import connect, database_name
+
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
 class Warehouse:
@@ -37,6 +41,41 @@ class Warehouse:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+async def require_api_key(
+    request: Request,
+    api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
+) -> str:
+    """The caller's key id; 401 without a valid key, 429 past the key's rate limit.
+
+    With `api_public_read`, requests without a key are served, limited per client IP.
+    """
+    settings: Settings = request.app.state.settings
+    if api_key is None:
+        if not settings.api_public_read:
+            raise ApiError(401, "missing_api_key", "send an API key in the X-API-Key header")
+        caller = f"ip:{request.client.host if request.client else 'unknown'}"
+    else:
+        warehouse: Warehouse = request.app.state.warehouse
+        keys = request.app.state.api_keys
+        if keys is None:
+            keys = request.app.state.api_keys = ApiKeyStore(
+                await warehouse.client(), database_name(settings)
+            )
+        key_id = await keys.verify(api_key)
+        if key_id is None:
+            raise ApiError(401, "invalid_api_key", "the X-API-Key is unknown or revoked")
+        caller = f"key:{key_id}"
+    retry_after = request.app.state.rate_limiter.retry_after(caller)
+    if retry_after is not None:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"rate limit of {settings.api_rate_limit_per_minute} requests/minute exceeded",
+            headers={"Retry-After": str(retry_after)},
+        )
+    return caller
 
 
 def get_settings(request: Request) -> Settings:

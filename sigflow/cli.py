@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -24,11 +25,14 @@ app = typer.Typer(
 stack_app = typer.Typer(help="The local broker + warehouse, running in the background.")
 ingest_app = typer.Typer(help="Put trades on the `trades` topic.")
 schemas_app = typer.Typer(help="The published contract of every topic.")
+api_key_app = typer.Typer(help="API keys for the HTTP API (hashed at rest).")
 app.add_typer(stack_app, name="stack")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(api_key_app, name="api-key")
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # messages stay one line in logs
+T = TypeVar("T")
 
 
 def cli_settings() -> Settings:
@@ -203,6 +207,50 @@ def bench(
     )
     # Report on stdout (its last line is the JSON); progress goes to stderr.
     print_report(runner(options), Console())
+
+
+@api_key_app.command("create")
+def api_key_create(
+    name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
+) -> None:
+    """Create an API key; it is printed once and stored only as a hash."""
+
+    key = asyncio.run(_with_key_store(cli_settings(), lambda store: store.create(name)))
+    console.print(f"created key {key.key_id} for {name!r}; keep it now, it is not shown again:")
+    typer.echo(key.token)
+
+
+@api_key_app.command("list")
+def api_key_list() -> None:
+    """List API keys (ids and names, never secrets)."""
+    for key_id, name, revoked in asyncio.run(
+        _with_key_store(cli_settings(), lambda store: store.all_keys())
+    ):
+        typer.echo(f"{key_id}  {name}{'  (revoked)' if revoked else ''}")
+
+
+@api_key_app.command("revoke")
+def api_key_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) -> None:
+    """Revoke an API key (takes effect within 10 s on running APIs)."""
+    from sigflow.exceptions import ConfigError
+
+    if not asyncio.run(_with_key_store(cli_settings(), lambda store: store.revoke(key_id))):
+        raise ConfigError(f"no API key with id {key_id!r}")
+    console.print(f"revoked {key_id}")
+
+
+async def _with_key_store(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `action` on the key store (migrating first, so the table exists)."""
+    from api.keys import ApiKeyStore
+    from sigflow.roles import migrate
+    from sinks.warehouse import connect, database_name
+
+    await migrate(settings)
+    client = await connect(settings)
+    try:
+        return await action(ApiKeyStore(client, database_name(settings)))
+    finally:
+        await client.close()
 
 
 @schemas_app.command("export")

@@ -19,6 +19,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from api.keys import ApiKeyStore
 from ingest.replay import (
     SAMPLE_EXCHANGE,
     SAMPLE_SYMBOL,
@@ -143,6 +144,15 @@ async def _wait_for_api(base_url: str, roles: DemoRoles) -> None:
     raise StackError(f"the API did not answer on {base_url}")
 
 
+async def _demo_api_key(settings: Settings) -> str:
+    """A fresh key for the demo's own API calls (stored hashed, like any other)."""
+    client = await connect(settings)
+    try:
+        return (await ApiKeyStore(client, database_name(settings)).create("demo")).token
+    finally:
+        await client.close()
+
+
 async def _report(
     settings: Settings, window: SampleWindow, base_url: str, console: Console
 ) -> None:
@@ -156,7 +166,8 @@ async def _report(
         )
     console.print(table)
     series = {"exchange": SAMPLE_EXCHANGE, "symbol": SAMPLE_SYMBOL, "interval": "1m"}
-    async with httpx.AsyncClient(base_url=base_url) as http:
+    api_key = await _demo_api_key(settings)
+    async with httpx.AsyncClient(base_url=base_url, headers={"X-API-Key": api_key}) as http:
         candles = await http.get(
             "/v1/candles", params={**series, "start": window.last_open_ms - 3 * MINUTE_MS}
         )
@@ -211,7 +222,10 @@ def run_demo(
         asyncio.run(_report(settings, window, base_url, console))
         if once:
             return
-        console.print(f"API on {base_url} (docs: {base_url}/docs); Ctrl-C to stop")
+        console.print(
+            f"API on {base_url} (docs: {base_url}/docs); get a key with "
+            "`sigflow api-key create NAME` and send it as X-API-Key. Ctrl-C to stop"
+        )
         while True:
             roles.check_alive()
             time.sleep(1)

@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Address the API binds to.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
 
+    api_public_read: bool = Field(
+        False, description="Serve /v1 reads without an API key (rate-limited per client IP)."
+    )
+    api_rate_limit_per_minute: int = Field(
+        600, ge=1, description="Requests per minute per API key (or per IP when public)."
+    )
+
     # Observability
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
     log_json: bool = Field(True, description="Structured JSON logs (false: human-readable).")

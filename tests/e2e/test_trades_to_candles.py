@@ -10,8 +10,10 @@ import httpx
 import pytest
 
 from api.app import create_app
+from api.keys import ApiKeyStore
 from sigflow.kafka import consumer_lag
 from sigflow.settings import Settings
+from sinks.warehouse import connect
 from tests.conftest import Roles
 from tests.e2e.pipeline import (
     MINUTE,
@@ -57,10 +59,15 @@ async def test_replayed_trades_become_exact_candles_in_clickhouse_and_the_api(
 
     await eventually(indicators_written, "an indicator row per candle", roles)
 
+    client = await connect(settings)
+    key = await ApiKeyStore(client, db).create("e2e")
+    await client.close()
     api = create_app(settings)
     transport = httpx.ASGITransport(app=api)
     series = {"exchange": "coinbase", "symbol": "BTC-USD", "interval": "1m"}
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://api", headers={"X-API-Key": key.token}
+    ) as http:
         response = await http.get("/v1/candles", params=series)
         indicators = await http.get("/v1/indicators", params={**series, "name": "vwap"})
     await api.state.warehouse.close()

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from api.app import create_app
+from api.keys import ApiKeyStore
 from schemas.events import Candle, Signal
 from sigflow.roles import migrate
 from sigflow.settings import Settings
@@ -94,20 +95,37 @@ async def settings(kafka_bootstrap: str, clickhouse_url: str) -> Settings:
     return settings
 
 
+async def new_api_key(settings: Settings, name: str = "tests") -> str:
+    client = await connect(settings)
+    try:
+        return (await ApiKeyStore(client, settings.clickhouse_database).create(name)).token
+    finally:
+        await client.close()
+
+
 @asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def serve(settings: Settings, api_key: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in-process; requests carry `api_key` when one is given."""
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app)
+    headers = {"X-API-Key": api_key} if api_key else {}
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://api", headers=headers
+        ) as http:
             yield http
     finally:
         await app.state.warehouse.close()
 
 
 @pytest.fixture(scope="module")
-async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(settings) as http:
+async def api_key(settings: Settings) -> str:
+    return await new_api_key(settings)
+
+
+@pytest.fixture(scope="module")
+async def api(settings: Settings, api_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(settings, api_key) as http:
         yield http
 
 
@@ -340,7 +358,9 @@ async def test_metrics_endpoint_serves_prometheus_text(api: httpx.AsyncClient) -
     assert "python_info" in response.text
 
 
-async def test_indicators_group_per_candle_and_filter_by_name(settings: Settings) -> None:
+async def test_indicators_group_per_candle_and_filter_by_name(
+    settings: Settings, api_key: str
+) -> None:
     client = await connect(settings)
     rows = [
         ("coinbase", "BTC-USD", "1m", 1_700_000_040_000 + minute * 60_000, name, value + minute)
@@ -355,7 +375,7 @@ async def test_indicators_group_per_candle_and_filter_by_name(settings: Settings
         )
     finally:
         await client.close()
-    async with serve(settings) as http:
+    async with serve(settings, api_key) as http:
         series = {"exchange": "coinbase", "symbol": "BTC-USD", "interval": "1m"}
         everything = (await http.get("/v1/indicators", params=series)).json()
         only = (
@@ -370,7 +390,7 @@ async def test_indicators_group_per_candle_and_filter_by_name(settings: Settings
 
 
 async def test_signals_come_newest_first_and_filter_by_symbol_rule_and_direction(
-    settings: Settings,
+    settings: Settings, api_key: str
 ) -> None:
     base = 1_700_000_040_000
     rows = [
@@ -385,7 +405,7 @@ async def test_signals_come_newest_first_and_filter_by_symbol_rule_and_direction
         )
     finally:
         await client.close()
-    async with serve(settings) as http:
+    async with serve(settings, api_key) as http:
         newest = (await http.get("/v1/signals")).json()
         btc = (await http.get("/v1/signals", params={"symbol": "BTC-USD"})).json()
         bearish_ema = (
@@ -399,3 +419,54 @@ async def test_signals_come_newest_first_and_filter_by_symbol_rule_and_direction
     assert [s["symbol"] for s in bearish_ema] == ["ETH-USDT"]
     assert_error(bad_direction, 422, "invalid_request", "direction")
     assert_error(zero_direction, 422, "invalid_direction", "bullish")
+
+
+# ---- API keys and rate limits ----------------------------------------------------
+
+
+async def test_v1_routes_refuse_requests_without_a_valid_key(settings: Settings) -> None:
+    async with serve(settings) as anonymous, serve(settings, "sfk_nope_nope") as forged:
+        missing = await anonymous.get("/v1/candles", params=BTC_QUERY)
+        wrong = await forged.get("/v1/candles", params=BTC_QUERY)
+        health = await anonymous.get("/healthz")
+    assert_error(missing, 401, "missing_api_key", "X-API-Key")
+    assert_error(wrong, 401, "invalid_api_key")
+    assert health.status_code == 200  # probes stay public
+
+
+async def test_a_revoked_key_stops_working(settings: Settings) -> None:
+    token = await new_api_key(settings, "to-revoke")
+    client = await connect(settings)
+    try:
+        store = ApiKeyStore(client, settings.clickhouse_database)
+        key_id = token.split("_")[1]
+        assert await store.revoke(key_id)
+        stored = await client.query(
+            f"SELECT key_hash FROM {settings.clickhouse_database}.api_keys FINAL "
+            "WHERE key_id = {k:String}",
+            parameters={"k": key_id},
+        )
+    finally:
+        await client.close()
+    assert token.split("_")[2] not in str(stored.result_rows)  # only the hash is stored
+    async with serve(settings, token) as http:
+        assert_error(await http.get("/v1/candles", params=BTC_QUERY), 401, "invalid_api_key")
+
+
+async def test_past_the_rate_limit_a_key_gets_429_with_retry_after(
+    settings: Settings, api_key: str
+) -> None:
+    limited = settings.model_copy(update={"api_rate_limit_per_minute": 3})
+    async with serve(limited, api_key) as http:
+        codes = [(await http.get("/v1/candles", params=BTC_QUERY)).status_code for _ in range(4)]
+        refused = await http.get("/v1/candles", params=BTC_QUERY)
+    assert codes == [200, 200, 200, 429]
+    assert_error(refused, 429, "rate_limited", "3 requests/minute")
+    assert int(refused.headers["Retry-After"]) >= 1
+
+
+async def test_public_read_serves_without_a_key(settings: Settings) -> None:
+    public = settings.model_copy(update={"api_public_read": True})
+    async with serve(public) as http:
+        response = await http.get("/v1/candles", params=BTC_QUERY)
+    assert response.status_code == 200

@@ -98,7 +98,8 @@ async def test_migrate_applies_every_migration_once(
     second = await asyncio.to_thread(run_sigflow, "migrate", env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert first.stderr.strip() == (
-        "applied 3 migration(s): 0001_trades_and_candles, 0002_indicators, 0003_signals"
+        "applied 4 migration(s): 0001_trades_and_candles, 0002_indicators, 0003_signals, "
+        "0004_api_keys"
     )
     assert second.returncode == 0, second.stderr
     assert second.stderr.strip() == "applied 0 migration(s): none pending"
@@ -108,6 +109,7 @@ async def test_migrate_applies_every_migration_once(
     finally:
         await client.close()
     assert {row[0] for row in tables.result_rows} == {
+        "api_keys",
         "candles",
         "indicators",
         "schema_migrations",
@@ -384,3 +386,30 @@ async def test_ingest_replay_publishes_good_rows_and_dead_letters_the_bad_one(
     assert body["raw"] == "binance,BTCUSDT,2,60001,0.5,sell,1718000041000"
     assert "symbol 'BTCUSDT' has no separator" in body["reason"]
     assert (body["error_kind"], body["component"]) == ("schema", "ingest.replay")
+
+
+@pytest.mark.integration
+async def test_api_key_create_list_revoke_round_trip(
+    pipeline_settings: Settings, tmp_path: Path
+) -> None:
+    env = settings_env(pipeline_settings)
+    created = await asyncio.to_thread(
+        run_sigflow, "api-key", "create", "dashboard", env=env, cwd=tmp_path
+    )
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert token.startswith("sfk_") and len(token.split("_")) == 3
+    key_id = token.split("_")[1]
+    listed = await asyncio.to_thread(run_sigflow, "api-key", "list", env=env, cwd=tmp_path)
+    assert listed.stdout.strip() == f"{key_id}  dashboard"
+    assert token.split("_")[2] not in listed.stdout
+    revoked = await asyncio.to_thread(
+        run_sigflow, "api-key", "revoke", key_id, env=env, cwd=tmp_path
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    listed = await asyncio.to_thread(run_sigflow, "api-key", "list", env=env, cwd=tmp_path)
+    assert listed.stdout.strip() == f"{key_id}  dashboard  (revoked)"
+    unknown = await asyncio.to_thread(
+        run_sigflow, "api-key", "revoke", "nope", env=env, cwd=tmp_path
+    )
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: no API key with id")
