@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 from clickhouse_connect.driver.asyncclient import AsyncClient
+from clickhouse_connect.driver.exceptions import ClickHouseError
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
@@ -76,6 +78,17 @@ async def require_api_key(
             headers={"Retry-After": str(retry_after)},
         )
     return caller
+
+
+async def query_rows(
+    clickhouse: AsyncClient, sql: str, parameters: dict[str, Any]
+) -> Sequence[Sequence[Any]]:
+    """Rows of a parameterized query; a warehouse failure is a 503 in the error shape."""
+    try:
+        result = await clickhouse.query(sql, parameters=parameters)
+    except ClickHouseError as exc:
+        raise ApiError(503, "warehouse_error", f"query failed: {exc}") from exc
+    return result.result_rows
 
 
 def get_settings(request: Request) -> Settings:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from clickhouse_connect.driver.exceptions import ClickHouseError
 from fastapi import APIRouter
 
-from api.deps import ClickHouseDep, SettingsDep
-from api.errors import ApiError, ErrorPublic
+from api.deps import ClickHouseDep, SettingsDep, query_rows
+from api.errors import ErrorPublic
 from api.series import WHERE_SERIES, SeriesDep
 from schemas.events import Candle
 from sinks.warehouse import database_name
@@ -32,9 +31,6 @@ async def list_candles(
         f"SELECT {', '.join(CANDLE_COLUMNS)} FROM {database_name(settings)}.candles FINAL "
         f"WHERE {WHERE_SERIES} ORDER BY open_time LIMIT {{limit:UInt32}}"
     )
-    try:
-        result = await clickhouse.query(sql, parameters=series.parameters())
-    except ClickHouseError as exc:
-        raise ApiError(503, "warehouse_error", f"query failed: {exc}") from exc
+    rows = await query_rows(clickhouse, sql, series.parameters())
     fields = list(Candle.model_fields)
-    return [Candle(**dict(zip(fields, row, strict=True))) for row in result.result_rows]
+    return [Candle(**dict(zip(fields, row, strict=True))) for row in rows]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from clickhouse_connect.driver.exceptions import ClickHouseError
 from fastapi import APIRouter, Query
 
-from api.deps import ClickHouseDep, SettingsDep
+from api.deps import ClickHouseDep, SettingsDep, query_rows
 from api.errors import ApiError, ErrorPublic
 from api.series import WHERE_SERIES, SeriesDep
 from processors.indicators import INDICATOR_NAMES
@@ -50,10 +49,7 @@ async def list_indicators(
         "GROUP BY open_time ORDER BY open_time LIMIT {limit:UInt32}"
     )
     parameters = {**series.parameters(), "names": name or []}
-    try:
-        result = await clickhouse.query(sql, parameters=parameters)
-    except ClickHouseError as exc:
-        raise ApiError(503, "warehouse_error", f"query failed: {exc}") from exc
+    rows = await query_rows(clickhouse, sql, parameters)
     order = {indicator: i for i, indicator in enumerate(INDICATOR_NAMES)}
     return [
         IndicatorValues(
@@ -63,5 +59,5 @@ async def list_indicators(
             open_time=open_time,
             values=dict(sorted(zip(names, values, strict=True), key=lambda nv: order[nv[0]])),
         )
-        for open_time, names, values in result.result_rows
+        for open_time, names, values in rows
     ]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from clickhouse_connect.driver.exceptions import ClickHouseError
 from fastapi import APIRouter, Query
 
-from api.deps import ClickHouseDep, SettingsDep
+from api.deps import ClickHouseDep, SettingsDep, query_rows
 from api.errors import ApiError, ErrorPublic
 from api.timeparams import time_range
 from schemas.events import ExchangeId, Signal, Symbol
@@ -73,9 +72,6 @@ async def list_signals(
         "end": end_ms,
         "limit": limit,
     }
-    try:
-        result = await clickhouse.query(sql, parameters=parameters)
-    except ClickHouseError as exc:
-        raise ApiError(503, "warehouse_error", f"query failed: {exc}") from exc
+    rows = await query_rows(clickhouse, sql, parameters)
     fields = list(Signal.model_fields)
-    return [Signal(**dict(zip(fields, row, strict=True))) for row in result.result_rows]
+    return [Signal(**dict(zip(fields, row, strict=True))) for row in rows]
