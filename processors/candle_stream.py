@@ -19,7 +19,7 @@ from processors.candles import CandleState, ClosedCandle, TradeColumns, interval
 from processors.indicators import IndicatorSet
 from processors.signals import FiredSignal, SignalEngine, load_rules
 from schemas.codec import codec_for
-from schemas.dead_letters import dead_letter_record
+from schemas.dead_letters import reject_record
 from schemas.events import Candle, IndicatorValues, Signal, Trade
 from schemas.exceptions import SchemaError
 
@@ -27,6 +27,7 @@ TRADE_CODEC = codec_for(Trade)
 CANDLE_CODEC = codec_for(Candle)
 INDICATOR_CODEC = codec_for(IndicatorValues)
 SIGNAL_CODEC = codec_for(Signal)
+COMPONENT = "processor"
 
 
 @dataclass(frozen=True)
@@ -81,14 +82,12 @@ class CandleStream:
 
     def _decode(self, record: RawRecord, result: BatchResult) -> Any | None:
         try:
-            if record.value is None:
-                raise SchemaError("empty record value")
             trade = TRADE_CODEC.decode(record.value)
             expected = f"{trade.exchange}:{trade.symbol}".encode()
             if record.key != expected:
                 raise SchemaError(f"record key {record.key!r} is not exchange:symbol {expected!r}")
         except SchemaError as exc:
-            result.dead_letters.append(_reject(record, exc.reason, "schema"))
+            result.dead_letters.append(reject_record(record, exc.reason, "schema", COMPONENT))
             return None
         return trade
 
@@ -135,7 +134,7 @@ class CandleStream:
                     f"trade at {trade.ts} arrived after its window closed "
                     f"(allowed lateness {self.lateness_ms} ms)"
                 )
-                result.dead_letters.append(_reject(record, reason, "late"))
+                result.dead_letters.append(reject_record(record, reason, "late", COMPONENT))
         result.trades += len(fresh)
         result.states[key] = state.to_dict(last_offset=fresh[-1][0].offset)
 
@@ -201,19 +200,6 @@ def to_candle(exchange: str, symbol: str, interval: str, width: int, closed: Clo
         buy_volume=agg.buy_volume,
         sell_volume=agg.volume - agg.buy_volume,
         final=True,
-    )
-
-
-def _reject(record: RawRecord, reason: str, kind: str) -> tuple[bytes, bytes]:
-    return dead_letter_record(
-        source_topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=record.value,
-        reason=reason,
-        kind=kind,
-        component="processor",
     )
 
 

@@ -96,8 +96,13 @@ class Codec(Generic[ModelT]):
         }
         self._matched: dict[str, set[str]] = {name: set() for name in self._patterns}
 
-    def decode(self, raw: bytes | str) -> Any:
-        """One event as a Struct; raises `SchemaError` with the reason on bad input."""
+    def decode(self, raw: bytes | str | None) -> Any:
+        """One event as a Struct; raises `SchemaError` with the reason on bad input.
+
+        `None` (a Kafka record without a value, e.g. a tombstone) is bad input too.
+        """
+        if raw is None:
+            raise SchemaError("empty record value")
         try:
             event = self._decoder.decode(raw)
         except msgspec.ValidationError as exc:

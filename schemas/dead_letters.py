@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from typing import Protocol
 
 from schemas.events import DeadLetter
 
@@ -44,3 +45,34 @@ def dead_letter_record(
         rejected_at=int(time.time() * 1000),
     )
     return source_topic.encode(), letter.model_dump_json().encode()
+
+
+class ConsumedRecord(Protocol):
+    """What every consumed record offers (aiokafka's and Faust's alike)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+def reject_record(
+    record: ConsumedRecord, reason: str, kind: str, component: str
+) -> tuple[bytes, bytes]:
+    """The `dlq` key and value for a consumed record that `component` rejected."""
+    return dead_letter_record(
+        source_topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        reason=reason,
+        kind=kind,
+        component=component,
+    )

@@ -16,7 +16,7 @@ import random
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from schemas.dead_letters import dead_letter_record
+from schemas.dead_letters import reject_record
 from schemas.exceptions import SchemaError
 from sigflow.kafka import create_producer
 from sigflow.settings import Settings
@@ -139,21 +139,10 @@ class SinkRunner:
         rows = []
         for record in records:
             try:
-                if record.value is None:
-                    raise SchemaError("empty record value")
                 rows.append(codec.decode(record.value))
             except SchemaError as exc:
                 metrics.DEAD_LETTERS.inc()
-                key, value = dead_letter_record(
-                    source_topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    key=record.key,
-                    value=record.value,
-                    reason=exc.reason,
-                    kind="schema",
-                    component="sink",
-                )
+                key, value = reject_record(record, exc.reason, "schema", "sink")
                 await self.producer.send_and_wait(self.settings.topic("dlq"), value, key=key)
         self.sink.add(first.topic, first.partition, first.offset, records[-1].offset, rows)
 

@@ -61,6 +61,8 @@ def test_missing_field_and_broken_json_have_reasons() -> None:
         codec.decode(msgspec.json.encode(missing))
     with pytest.raises(SchemaError, match="not valid JSON"):
         codec.decode(b"{not json")
+    with pytest.raises(SchemaError, match="empty record value"):
+        codec.decode(None)
 
 
 @given(
