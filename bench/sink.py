@@ -11,7 +11,6 @@ hand-written loader would do it. Repetitions alternate who goes first.
 from __future__ import annotations
 
 import asyncio
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from ingest.synthetic import synthetic_trades
 from schemas.events import Trade
 from sigflow.settings import Settings
 from sigflow.stack.local import EmbeddedWarehouse
+from sigflow.stack.process import free_port
 from sinks.clickhouse import ROUTES, ClickHouseSink
 from sinks.migrations import apply_migrations
 from sinks.warehouse import connect
@@ -31,12 +31,6 @@ BASELINE_NAME = "clickhouse-connect insert(column_oriented=True), same batches"
 PARTITIONS = 3
 FETCH_RECORDS = 500  # aiokafka's default max_records per partition fetch
 START_TS = 1_767_225_600_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _trades(count: int, seed: int) -> list[Any]:
@@ -106,7 +100,7 @@ async def _measure(settings: Settings, options: BenchOptions) -> tuple[list[floa
 def run(options: BenchOptions) -> BenchResult:
     """Insert throughput of the sink against a plain bulk insert, on the embedded engine."""
     with tempfile.TemporaryDirectory(prefix="sigflow-bench-") as data_dir:
-        port = _free_port()
+        port = free_port()
         warehouse = EmbeddedWarehouse(Path(data_dir), "127.0.0.1", port)
         warehouse.start()
         try:

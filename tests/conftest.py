@@ -8,7 +8,6 @@ SIGFLOW_TEST_CLICKHOUSE_URL to reuse services that already run (faster local loo
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import uuid
 from collections.abc import Iterator
@@ -20,13 +19,7 @@ from sigflow.exceptions import SigflowError
 from sigflow.settings import Settings, settings_env
 from sigflow.stack.kafka import KafkaBroker
 from sigflow.stack.local import EmbeddedWarehouse
-from sigflow.stack.process import BackgroundProcess
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from sigflow.stack.process import BackgroundProcess, free_port
 
 
 @pytest.fixture(scope="session")

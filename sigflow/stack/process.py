@@ -26,11 +26,18 @@ from pathlib import Path
 
 from sigflow.exceptions import ConfigError, StackError
 
-__all__ = ["BackgroundProcess", "port_in_use"]
+__all__ = ["BackgroundProcess", "free_port", "port_in_use"]
 
 _POLL_SECONDS = 0.05
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colours in logs of tools that ignore isatty
 _KILL_GRACE_SECONDS = 5.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (for services started on demand)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def port_in_use(host: str, port: int) -> bool:

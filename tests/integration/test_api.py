@@ -20,8 +20,8 @@ from api.keys import ApiKeyStore
 from schemas.events import Candle, Signal
 from sigflow.roles import migrate
 from sigflow.settings import Settings
+from sigflow.stack.process import free_port
 from sinks.warehouse import connect
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from schemas.dead_letters import dead_letter_record
 from schemas.topics import TOPICS
 from sigflow.cli import app
 from sigflow.settings import Settings, settings_env
+from sigflow.stack.process import free_port
 from sinks.warehouse import connect
-from tests.conftest import free_port
 
 COMMANDS = {"stack", "demo", "ingest", "process", "sink", "api", "migrate", "schemas"}
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sigflow.stack.process import port_in_use
-from tests.conftest import free_port
+from sigflow.stack.process import free_port, port_in_use
 
 pytestmark = pytest.mark.integration
 

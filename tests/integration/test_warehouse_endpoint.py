@@ -10,7 +10,6 @@ import contextlib
 import gzip
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,8 @@ import zstandard
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from sigflow.stack.process import free_port
+
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -41,12 +42,6 @@ BASE_TS = datetime(2024, 1, 1, tzinfo=UTC)
 TRADE_COLUMNS = ["ts", "symbol", "price", "id"]
 MAX_THREADS = "SELECT value FROM system.settings WHERE name = 'max_threads'"
 DECODE = {"gzip": gzip.decompress, "zstd": zstandard.decompress, "lz4": lz4.frame.decompress}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_until_ready(port: int, process: subprocess.Popen[bytes], log_path: Path) -> None:
@@ -65,7 +60,7 @@ def _wait_until_ready(port: int, process: subprocess.Popen[bytes], log_path: Pat
 @contextlib.contextmanager
 def running_warehouse(data_dir: Path, password: str | None = None) -> Iterator[int]:
     """Start the warehouse on a free port, yield the port, stop it with SIGTERM."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != PASSWORD_ENV}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     if password:
