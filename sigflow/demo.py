@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from clickhouse_connect.driver.asyncclient import AsyncClient
 from rich.console import Console
 from rich.table import Table
 
@@ -84,12 +85,8 @@ class DemoRoles:
             process.stop(timeout=20)
 
 
-async def _count(settings: Settings, sql: str, parameters: dict[str, Any] | None = None) -> int:
-    client = await connect(settings)
-    try:
-        return int((await client.query(sql, parameters=parameters)).result_rows[0][0])
-    finally:
-        await client.close()
+async def _count(client: AsyncClient, sql: str, parameters: dict[str, Any] | None = None) -> int:
+    return int((await client.query(sql, parameters=parameters)).result_rows[0][0])
 
 
 async def _wait_for_candles(
@@ -111,24 +108,28 @@ async def _wait_for_candles(
     started = time.monotonic()
     trades = settings.topic("trades")
     outputs = [trades, *(settings.topic(t) for t in ("candles", "indicators", "signals"))]
-    with console.status("waiting for the processor and sink to catch up ...") as status:
-        while True:
-            processor_lag = await consumer_lag(settings, settings.processor_app_id, [trades])
-            sink_lag = await consumer_lag(settings, settings.sink_group_id, outputs)
-            done = await _count(settings, sql, params)
-            status.update(
-                f"candles in ClickHouse: {done:,} / {window.closed_candles:,} "
-                f"(processor lag {processor_lag}, sink lag {sink_lag})"
-            )
-            if processor_lag == 0 and sink_lag == 0 and done >= window.closed_candles:
-                return time.monotonic() - started
-            roles.check_alive()
-            if time.monotonic() - started > CANDLES_TIMEOUT_SECONDS:
-                raise StackError(
-                    f"only {done} of {window.closed_candles} candles arrived in time; "
-                    f"see the logs in {settings.data_dir / 'demo'}"
+    client = await connect(settings)
+    try:
+        with console.status("waiting for the processor and sink to catch up ...") as status:
+            while True:
+                processor_lag = await consumer_lag(settings, settings.processor_app_id, [trades])
+                sink_lag = await consumer_lag(settings, settings.sink_group_id, outputs)
+                done = await _count(client, sql, params)
+                status.update(
+                    f"candles in ClickHouse: {done:,} / {window.closed_candles:,} "
+                    f"(processor lag {processor_lag}, sink lag {sink_lag})"
                 )
-            await asyncio.sleep(0.5)
+                if processor_lag == 0 and sink_lag == 0 and done >= window.closed_candles:
+                    return time.monotonic() - started
+                roles.check_alive()
+                if time.monotonic() - started > CANDLES_TIMEOUT_SECONDS:
+                    raise StackError(
+                        f"only {done} of {window.closed_candles} candles arrived in time; "
+                        f"see the logs in {settings.data_dir / 'demo'}"
+                    )
+                await asyncio.sleep(0.5)
+    finally:
+        await client.close()
 
 
 async def _wait_for_api(base_url: str, roles: DemoRoles) -> None:
@@ -144,15 +145,6 @@ async def _wait_for_api(base_url: str, roles: DemoRoles) -> None:
     raise StackError(f"the API did not answer on {base_url}")
 
 
-async def _demo_api_key(settings: Settings) -> str:
-    """A fresh key for the demo's own API calls (stored hashed, like any other)."""
-    client = await connect(settings)
-    try:
-        return (await ApiKeyStore(client, database_name(settings)).create("demo")).token
-    finally:
-        await client.close()
-
-
 async def _report(
     settings: Settings, window: SampleWindow, base_url: str, console: Console
 ) -> None:
@@ -160,13 +152,17 @@ async def _report(
     table = Table(title="rows in ClickHouse (deduplicated: FINAL)")
     table.add_column("table")
     table.add_column("rows", justify="right")
-    for name in ("trades", "candles", "indicators", "signals"):
-        table.add_row(
-            f"{db}.{name}", f"{await _count(settings, f'SELECT count() FROM {db}.{name} FINAL'):,}"
-        )
+    client = await connect(settings)
+    try:
+        for name in ("trades", "candles", "indicators", "signals"):
+            rows = await _count(client, f"SELECT count() FROM {db}.{name} FINAL")
+            table.add_row(f"{db}.{name}", f"{rows:,}")
+        # A fresh key for the demo's own API calls, stored hashed like any other.
+        api_key = (await ApiKeyStore(client, db).create("demo")).token
+    finally:
+        await client.close()
     console.print(table)
     series = {"exchange": SAMPLE_EXCHANGE, "symbol": SAMPLE_SYMBOL, "interval": "1m"}
-    api_key = await _demo_api_key(settings)
     async with httpx.AsyncClient(base_url=base_url, headers={"X-API-Key": api_key}) as http:
         candles = await http.get(
             "/v1/candles", params={**series, "start": window.last_open_ms - 3 * MINUTE_MS}
