@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from schemas.events import (
+    Alert,
+    Anomaly,
     Candle,
     DeadLetter,
     IndicatorValues,
@@ -16,6 +18,8 @@ from schemas.topics import TOPICS, TopicSpec
 
 __all__ = [
     "TOPICS",
+    "Alert",
+    "Anomaly",
     "Candle",
     "DeadLetter",
     "IndicatorValues",

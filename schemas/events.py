@@ -95,6 +95,67 @@ class Signal(Event):
     explanation: str = Field(description="Plain-language reason, with the numbers.")
 
 
+Severity = Literal["info", "warning", "critical"]
+SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+AnomalyKind = Literal[
+    "price_jump",
+    "volume_spike",
+    "stale_feed",
+    "divergence",
+    "whale_transfer",
+    "gas_spike",
+    "reorg",
+]
+
+
+class Anomaly(Event):
+    """Something unusual, scored against what was expected (topic `anomalies`).
+
+    Market anomalies carry `exchange`/`symbol`; chain anomalies carry `chain_id`.
+    `anomaly_id` is deterministic (kind, subject, event time), so a replay re-emits the
+    same id and every consumer can de-duplicate on it.
+    """
+
+    anomaly_id: str = Field(min_length=1, description="Deterministic id: kind:subject:ts.")
+    kind: AnomalyKind
+    subject: str = Field(
+        min_length=1, description="What it is about: `exchange:symbol`, `symbol` or `chain:N`."
+    )
+    exchange: ExchangeId | None = None
+    symbol: Symbol | None = None
+    chain_id: int | None = Field(None, ge=1)
+    ts: EpochMillis = Field(description="Event time of the observation, epoch ms.")
+    score: float = Field(ge=0, description="How far from expected (e.g. robust z-score).")
+    severity: Severity
+    observed: float = Field(description="The observed value (return, volume, gap, USD ...).")
+    expected: float = Field(description="What was expected for it.")
+    explanation: str = Field(description="Plain-language reason, with the numbers.")
+
+
+class Alert(Event):
+    """What an alert rule decided to tell the outside world (topic `alerts`, webhooks).
+
+    `alert_id` is deterministic (rule and source event), so it doubles as the webhook
+    idempotency key: a replay or a retry never looks like a new alert to a receiver.
+    """
+
+    alert_id: str = Field(min_length=1, description="Deterministic id: rule:source event id.")
+    rule: str = Field(min_length=1, description="Id of the alert rule that fired.")
+    source: Literal["signal", "anomaly"]
+    kind: str = Field(min_length=1, description="Signal rule or anomaly kind behind the alert.")
+    severity: Severity
+    subject: str = Field(min_length=1, description="`exchange:symbol`, `symbol` or `chain:N`.")
+    exchange: ExchangeId | None = None
+    symbol: Symbol | None = None
+    chain_id: int | None = Field(None, ge=1)
+    ts: EpochMillis = Field(description="Event time of the source event, epoch ms.")
+    title: str = Field(min_length=1, description="One-line summary for a notification.")
+    explanation: str = Field(description="Why it fired, with the numbers.")
+    score: float | None = Field(None, description="Anomaly score, when the source is one.")
+    direction: Literal[1, -1] | None = Field(None, description="Signal direction, when one.")
+    price: float | None = Field(None, gt=0, description="Price at the source event, if any.")
+
+
 class OnchainBlock(Event):
     """One EVM block as seen by the chain ingestor (topic `onchain.blocks`)."""
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from schemas.events import (
+    Alert,
+    Anomaly,
     Candle,
     DeadLetter,
     IndicatorValues,
@@ -64,6 +66,20 @@ TOPICS: dict[str, TopicSpec] = {
             key="`exchange:symbol`",
             value_model=Signal,
             description="Trading signals: a configured rule fired on a closed candle.",
+            retention_ms=30 * DAY_MS,
+        ),
+        TopicSpec(
+            "anomalies",
+            key="`exchange:symbol` or `chain:N`",
+            value_model=Anomaly,
+            description="Anomalies: kind, score, severity, observed vs expected, explanation.",
+            retention_ms=30 * DAY_MS,
+        ),
+        TopicSpec(
+            "alerts",
+            key="alert rule id",
+            value_model=Alert,
+            description="Alerts from the alert rules; what the webhook dispatcher delivers.",
             retention_ms=30 * DAY_MS,
         ),
         TopicSpec(
