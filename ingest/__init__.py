@@ -1,1 +1,1 @@
-"""Ingest: sample data, synthetic trades, users' trade files, and the Kafka publisher."""
+"""Ingest: sample data, synthetic trades, users' trade files, and the shared Kafka producer."""

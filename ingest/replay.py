@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ingest.files import RejectedRow, read_trade_file
-from ingest.publisher import TradePublisher
+from ingest.producer import EventProducer
 from ingest.sample_data import RealCandle, ensure_sample_candles, load_hourly_candles
 from ingest.synthetic import trade_columns_from_candles, trades_from_candles
 from sigflow.settings import Settings
@@ -62,19 +62,20 @@ async def publish_rows(
 ) -> ReplaySummary:
     """Publish trade structs; `RejectedRow`s go to the DLQ with their reason."""
     started = time.perf_counter()
-    async with TradePublisher(settings, component="ingest.replay") as publisher:
+    published = rejected = 0
+    async with EventProducer(settings, component="ingest.replay") as producer:
         with _progress(console) as progress:
             task = progress.add_task(f"replaying {source}", total=total)
             for row in rows:
                 if isinstance(row, RejectedRow):
-                    await publisher.reject(f"{source}:{row.line}", row.raw.encode(), row.reason)
+                    await producer.reject(f"{source}:{row.line}", row.raw.encode(), row.reason)
+                    rejected += 1
                 else:
-                    await publisher.publish(row)
+                    await producer.send_trade(row, source)
+                    published += 1
                 progress.advance(task)
-            await publisher.flush()
-    return ReplaySummary(
-        source, publisher.published, publisher.rejected, time.perf_counter() - started
-    )
+            await producer.flush()
+    return ReplaySummary(source, published, rejected, time.perf_counter() - started)
 
 
 async def replay_file(settings: Settings, path: Path, *, console: Console) -> ReplaySummary:

@@ -45,6 +45,21 @@ class Settings(BaseSettings):
         description="Consumer group session timeout: how fast a dead member is replaced.",
     )
 
+    kafka_delivery_timeout_ms: int = Field(
+        120_000,
+        ge=1000,
+        description="How long ingest keeps retrying a record while Kafka is unreachable "
+        "before the role fails (and resumes from its checkpoint on restart).",
+    )
+
+    # Ingest
+    ingest_max_pending: int = Field(
+        100_000,
+        ge=1,
+        description="Records an ingest process may have waiting for Kafka acks; past it, "
+        "readers wait (back-pressure) instead of buffering more.",
+    )
+
     # ClickHouse
     clickhouse_url: str = Field(
         "http://127.0.0.1:8123", description="ClickHouse HTTP endpoint (server or embedded engine)."

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from ingest.publisher import TradePublisher
+from ingest.producer import EventProducer
 from schemas.codec import codec_for
 from schemas.events import Trade
 from sigflow.settings import Settings
@@ -107,14 +107,14 @@ async def eventually(
 async def publish(
     settings: Settings, trades: list[Any], malformed_after: int | None = None
 ) -> None:
-    async with TradePublisher(settings, component="test") as publisher:
+    async with EventProducer(settings, component="test") as producer:
         for i, trade in enumerate(trades):
-            await publisher.publish(trade)
+            await producer.send_trade(trade, "test")
             if i == malformed_after:
-                await publisher.producer.send(
-                    settings.topic("trades"), b"{not json", key=b"coinbase:BTC-USD"
+                await producer.send(
+                    settings.topic("trades"), b"coinbase:BTC-USD", b"{not json", "test"
                 )
-        await publisher.flush()
+        await producer.flush()
 
 
 async def scalar(settings: Settings, sql: str) -> Any:
