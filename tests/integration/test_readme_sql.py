@@ -71,6 +71,9 @@ async def test_readme_sql_example_returns_rows(statement: str, pipeline_settings
             ],
             column_names=["exchange", "symbol", "interval", "open_time", "name", "value"],
         )
+        for view in ("candles_1h_refresh", "daily_volume_refresh"):  # rollups, now
+            await client.command(f"SYSTEM REFRESH VIEW {db}.{view}")
+            await client.command(f"SYSTEM WAIT VIEW {db}.{view}")
         sql = statement.replace("sigflow.", f"{db}.")
         rows = (await client.query(sql, parameters={"symbol": "BTC-USD"})).result_rows
     finally:
