@@ -18,8 +18,8 @@ from typing import Any
 from processors.candles import CandleState, ClosedCandle, TradeColumns, interval_ms
 from processors.indicators import IndicatorSet
 from processors.signals import FiredSignal, SignalEngine, load_rules
-from schemas.codec import codec_for
-from schemas.dead_letters import reject_record
+from schemas.codec import RejectedElement, codec_for
+from schemas.dead_letters import reject_element, reject_record
 from schemas.events import Candle, IndicatorValues, Signal, Trade
 from schemas.exceptions import SchemaError
 
@@ -73,23 +73,32 @@ class CandleStream:
         result = BatchResult()
         by_key: dict[bytes, list[tuple[RawRecord, Any]]] = defaultdict(list)
         for record in records:
-            trade = self._decode(record, result)
-            if trade is not None:
-                by_key[record.key or b""].append((record, trade))
+            by_key[record.key or b""].extend(
+                (record, trade) for trade in self._decode(record, result)
+            )
         for key, items in by_key.items():
             self._process_key(key, items, load_state(key), result)
         return result
 
-    def _decode(self, record: RawRecord, result: BatchResult) -> Any | None:
+    def _decode(self, record: RawRecord, result: BatchResult) -> list[Any]:
+        """The record's trades; bad ones (or a bad record) go to the dead letters."""
         try:
-            trade = TRADE_CODEC.decode(record.value)
-            expected = f"{trade.exchange}:{trade.symbol}".encode()
-            if record.key != expected:
-                raise SchemaError(f"record key {record.key!r} is not exchange:symbol {expected!r}")
+            trades, rejected = TRADE_CODEC.decode_batch(record.value)
         except SchemaError as exc:
             result.dead_letters.append(reject_record(record, exc.reason, "schema", COMPONENT))
-            return None
-        return trade
+            return []
+        for element in rejected:
+            result.dead_letters.append(reject_element(record, element, "schema", COMPONENT))
+        good = []
+        for trade in trades:
+            expected = f"{trade.exchange}:{trade.symbol}".encode()
+            if record.key == expected:
+                good.append(trade)
+            else:
+                reason = f"record key {record.key!r} is not exchange:symbol {expected!r}"
+                element = RejectedElement(TRADE_CODEC.encode(trade), reason)
+                result.dead_letters.append(reject_element(record, element, "schema", COMPONENT))
+        return good
 
     def _process_key(
         self,
@@ -134,7 +143,8 @@ class CandleStream:
                     f"trade at {trade.ts} arrived after its window closed "
                     f"(allowed lateness {self.lateness_ms} ms)"
                 )
-                result.dead_letters.append(reject_record(record, reason, "late", COMPONENT))
+                element = RejectedElement(TRADE_CODEC.encode(trade), reason)
+                result.dead_letters.append(reject_element(record, element, "late", COMPONENT))
         result.trades += len(fresh)
         result.states[key] = state.to_dict(last_offset=fresh[-1][0].offset)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from typing import Annotated, Any, Generic, TypeVar, cast, get_args
+from typing import Annotated, Any, Generic, NamedTuple, TypeVar, cast, get_args
 
 import msgspec
 from pydantic import BaseModel
@@ -79,6 +79,13 @@ def struct_for(model: type[BaseModel]) -> type[msgspec.Struct]:
     )
 
 
+class RejectedElement(NamedTuple):
+    """One bad event of a batch record: its own bytes and why it was rejected."""
+
+    raw: bytes
+    reason: str
+
+
 class Codec(Generic[ModelT]):
     """Decode and encode one event type as JSON, validating like the pydantic model."""
 
@@ -86,6 +93,8 @@ class Codec(Generic[ModelT]):
         self.model = model
         self.struct = struct_for(model)
         self._decoder = msgspec.json.Decoder(self.struct)
+        self._batch_decoder = msgspec.json.Decoder(list[self.struct])  # type: ignore[name-defined]
+        self._elements_decoder = msgspec.json.Decoder(list[msgspec.Raw])
         self._encoder = msgspec.json.Encoder(decimal_format="string")
         self._field_order = tuple(model.model_fields)
         self._encode_struct_as_is = self.struct.__struct_fields__ == self._field_order
@@ -109,11 +118,52 @@ class Codec(Generic[ModelT]):
             raise SchemaError(f"invalid {self.model.__name__}: {exc}") from exc
         except msgspec.DecodeError as exc:
             raise SchemaError(f"not valid JSON: {exc}") from exc
+        self._check_patterns(event)
+        return event
+
+    def decode_batch(self, raw: bytes | str | None) -> tuple[list[Any], list[RejectedElement]]:
+        """The events of a record holding a JSON array of them (or a single object).
+
+        A bad element does not spoil its neighbours: it comes back in the second list
+        with its own bytes and reason, so only it goes to the dead-letter topic. A record
+        that is not JSON, or an empty array, raises `SchemaError` as a whole.
+        """
+        if raw is None:
+            raise SchemaError("empty record value")
+        data = raw.encode() if isinstance(raw, str) else raw
+        if data.lstrip()[:1] != b"[":
+            return [self.decode(data)], []
+        try:
+            events = self._batch_decoder.decode(data)
+            for event in events:
+                self._check_patterns(event)
+        except (msgspec.ValidationError, SchemaError):
+            return self._decode_each(data)
+        except msgspec.DecodeError as exc:
+            raise SchemaError(f"not valid JSON: {exc}") from exc
+        if not events:
+            raise SchemaError("empty batch: a record holds at least one event")
+        return events, []
+
+    def _decode_each(self, data: bytes) -> tuple[list[Any], list[RejectedElement]]:
+        """The slow path of `decode_batch`, taken only when some element is invalid."""
+        try:
+            elements = self._elements_decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            raise SchemaError(f"not valid JSON: {exc}") from exc
+        events, rejected = [], []
+        for element in elements:
+            try:
+                events.append(self.decode(bytes(element)))
+            except SchemaError as exc:
+                rejected.append(RejectedElement(bytes(element), exc.reason))
+        return events, rejected
+
+    def _check_patterns(self, event: Any) -> None:
         for name, pattern in self._patterns.items():
             value = getattr(event, name)
             if value is not None and value not in self._matched[name]:
                 self._check_pattern(name, pattern, value)
-        return event
 
     def _check_pattern(self, name: str, pattern: re.Pattern[str], value: str) -> None:
         if pattern.search(value) is None:
@@ -130,6 +180,10 @@ class Codec(Generic[ModelT]):
         if self._encode_struct_as_is:
             return self._encoder.encode(event)
         return self._encoder.encode({name: getattr(event, name) for name in self._field_order})
+
+    def encode_batch(self, events: list[Any]) -> bytes:
+        """One record value holding `events` as a JSON array (see `decode_batch`)."""
+        return b"[" + b",".join(map(self.encode, events)) + b"]"
 
     def build(self, **fields: Any) -> Any:
         """A validated Struct from keyword fields (round-trips through the decoder)."""

@@ -6,6 +6,7 @@ import base64
 import time
 from typing import Protocol
 
+from schemas.codec import RejectedElement
 from schemas.events import DeadLetter
 
 
@@ -73,6 +74,22 @@ def reject_record(
         key=record.key,
         value=record.value,
         reason=reason,
+        kind=kind,
+        component=component,
+    )
+
+
+def reject_element(
+    record: ConsumedRecord, element: RejectedElement, kind: str, component: str
+) -> tuple[bytes, bytes]:
+    """The `dlq` record for one event of a batch record: its own bytes, its record's place."""
+    return dead_letter_record(
+        source_topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=element.raw,
+        reason=element.reason,
         kind=kind,
         component=component,
     )

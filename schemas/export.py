@@ -10,8 +10,21 @@ from schemas.topics import TOPICS, TopicSpec
 
 
 def topic_json_schema(spec: TopicSpec, prefix: str = "sigflow.") -> dict[str, Any]:
-    """The JSON Schema of one topic's record value, annotated with topic and key."""
+    """The JSON Schema of one topic's record value, annotated with topic and key.
+
+    A batched topic's record is an array of its events: the event schema moves to
+    `$defs` and the record schema refers to it.
+    """
     schema = spec.value_model.model_json_schema()
+    if spec.batched:
+        name = spec.value_model.__name__
+        definitions = {**schema.pop("$defs", {}), name: schema}
+        schema = {
+            "type": "array",
+            "minItems": 1,
+            "items": {"$ref": f"#/$defs/{name}"},
+            "$defs": definitions,
+        }
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"sigflow:{spec.name}"
     schema["x-topic"] = f"{prefix}{spec.name}"

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         description="Records an ingest process may have waiting for Kafka acks; past it, "
         "readers wait (back-pressure) instead of buffering more.",
     )
+    ingest_batch_trades: int = Field(
+        500, ge=1, description="Most trades of one exchange:symbol in one `trades` record."
+    )
+    ingest_linger_ms: float = Field(
+        5.0, ge=0, description="Longest a trade waits for more of its key before it is sent."
+    )
 
     # ClickHouse
     clickhouse_url: str = Field(

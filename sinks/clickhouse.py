@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from schemas.codec import Codec, codec_for
 from schemas.events import Candle, IndicatorValues, Signal, Trade
+from schemas.topics import TOPICS
 from sinks import metrics
 from sinks.batching import Batch, BatchingSink, dedup_token
 from sinks.exceptions import SinkError
@@ -34,6 +35,11 @@ class TableRoute:
     @property
     def codec(self) -> Codec[BaseModel]:
         return codec_for(self.model)
+
+    @property
+    def batched(self) -> bool:
+        """Records of the topic hold an array of events (see `TopicSpec.batched`)."""
+        return TOPICS[self.topic].batched
 
 
 def field_columns(model: type[BaseModel]) -> Callable[[list[Any]], Columns]:

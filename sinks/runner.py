@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import logging
 import random
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from schemas.dead_letters import reject_record
+from schemas.dead_letters import reject_element, reject_record
 from schemas.exceptions import SchemaError
 from sigflow.kafka import create_producer
 from sigflow.settings import Settings
@@ -135,16 +136,25 @@ class SinkRunner:
         """Decode one partition's records; rejects go to the DLQ, the rest to the sink."""
         assert self.sink is not None
         first = records[0]
-        codec = self.routes[first.topic].codec
-        rows = []
+        route = self.routes[first.topic]
+        rows: list[Any] = []
         for record in records:
             try:
-                rows.append(codec.decode(record.value))
+                if route.batched:
+                    events, rejected = route.codec.decode_batch(record.value)
+                    rows.extend(events)
+                    for element in rejected:
+                        await self._dead_letter(reject_element(record, element, "schema", "sink"))
+                else:
+                    rows.append(route.codec.decode(record.value))
             except SchemaError as exc:
-                metrics.DEAD_LETTERS.inc()
-                key, value = reject_record(record, exc.reason, "schema", "sink")
-                await self.producer.send_and_wait(self.settings.topic("dlq"), value, key=key)
+                await self._dead_letter(reject_record(record, exc.reason, "schema", "sink"))
         self.sink.add(first.topic, first.partition, first.offset, records[-1].offset, rows)
+
+    async def _dead_letter(self, record: tuple[bytes, bytes]) -> None:
+        metrics.DEAD_LETTERS.inc()
+        key, value = record
+        await self.producer.send_and_wait(self.settings.topic("dlq"), value, key=key)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

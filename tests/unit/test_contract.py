@@ -18,8 +18,11 @@ def test_export_writes_one_schema_per_topic_with_topic_and_key(tmp_path: Path) -
     trades = json.loads((tmp_path / "trades.json").read_text())
     assert trades["x-topic"] == "acme.trades"
     assert trades["x-key"] == "`exchange:symbol`"
-    assert set(trades["required"]) >= {"exchange", "symbol", "trade_id", "price", "size", "ts"}
-    assert trades["properties"]["symbol"]["pattern"] == "^[A-Z0-9]+-[A-Z0-9]+$"
+    assert trades["type"] == "array", "a trades record holds a batch of trades"
+    trade = trades["$defs"]["Trade"]
+    assert trades["items"] == {"$ref": "#/$defs/Trade"}
+    assert set(trade["required"]) >= {"exchange", "symbol", "trade_id", "price", "size", "ts"}
+    assert trade["properties"]["symbol"]["pattern"] == "^[A-Z0-9]+-[A-Z0-9]+$"
 
 
 def test_every_setting_is_documented_and_round_trips_through_the_environment(
