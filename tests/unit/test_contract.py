@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,11 @@ def test_every_setting_is_documented_and_round_trips_through_the_environment(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert Settings() == settings
+
+
+def test_the_readme_configuration_table_lists_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    documented = set(re.findall(r"^\| `(SIGFLOW_[A-Z0-9_]+)` \|", readme, flags=re.MULTILINE))
+    settings = {f"SIGFLOW_{name.upper()}" for name in Settings.model_fields}
+    assert sorted(settings - documented) == [], "settings missing from the README table"
+    assert sorted(documented - settings) == [], "README documents settings that do not exist"
