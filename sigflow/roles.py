@@ -71,12 +71,15 @@ def run_sink(settings: Settings) -> None:
 
 def run_exchange_feeds(settings: Settings, exchanges: list[str], symbols: list[str]) -> None:
     """Follow exchange trade feeds until SIGTERM/SIGINT, then close sockets and flush."""
-    from ingest.exchanges.runner import build_feeds, run_feeds
+    from ingest.exchanges.feed import ExchangeFeed
+    from ingest.exchanges.runner import run_feeds, select_adapters
     from ingest.producer import EventProducer
+
+    adapters = select_adapters(settings, exchanges, symbols)  # bad input fails first
 
     async def main() -> None:
         producer = EventProducer(settings, component="ingest.exchanges")
-        feeds = build_feeds(settings, producer, exchanges, symbols)  # bad input fails first
+        feeds = [ExchangeFeed(adapter, settings, producer) for adapter in adapters]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

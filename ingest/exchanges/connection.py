@@ -110,6 +110,9 @@ class FeedConnection:
             pinger = None if frames else asyncio.create_task(self._ping(websocket))
             try:
                 return await self._read(websocket)
+            except asyncio.CancelledError:
+                await websocket.close()  # shutting down: 1000, not the 1011 of an error exit
+                raise
             finally:
                 if pinger is not None:
                     pinger.cancel()

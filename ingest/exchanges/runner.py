@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 from ingest.exchanges import adapter_class
+from ingest.exchanges.base import ExchangeAdapter
 from ingest.exchanges.exceptions import UnknownExchangeError
 from ingest.exchanges.feed import ExchangeFeed
 from ingest.exchanges.symbols import split_symbol
@@ -13,10 +14,10 @@ from ingest.producer import EventProducer
 from sigflow.settings import Settings
 
 
-def build_feeds(
-    settings: Settings, producer: EventProducer, exchanges: Sequence[str], symbols: Sequence[str]
-) -> list[ExchangeFeed]:
-    """Feeds for `exchanges` x `symbols`; bad names fail here, before anything connects."""
+def select_adapters(
+    settings: Settings, exchanges: Sequence[str], symbols: Sequence[str]
+) -> list[ExchangeAdapter]:
+    """Adapters for `exchanges` x `symbols`; bad names fail here, before anything connects."""
     if not exchanges:
         raise UnknownExchangeError("no exchange selected")
     if not symbols:
@@ -25,7 +26,17 @@ def build_feeds(
         split_symbol("sigflow", symbol)
     for name in settings.exchange_urls:
         adapter_class(name)  # an override for an unknown exchange is a typo
-    return [ExchangeFeed(adapter_class(name)(symbols), settings, producer) for name in exchanges]
+    return [adapter_class(name)(symbols) for name in exchanges]
+
+
+def build_feeds(
+    settings: Settings, producer: EventProducer, exchanges: Sequence[str], symbols: Sequence[str]
+) -> list[ExchangeFeed]:
+    """One feed per selected exchange, all publishing through `producer`."""
+    return [
+        ExchangeFeed(adapter, settings, producer)
+        for adapter in select_adapters(settings, exchanges, symbols)
+    ]
 
 
 async def run_feeds(feeds: Sequence[ExchangeFeed]) -> None:
