@@ -50,6 +50,7 @@ class ExchangeFeed:
         self.sequences = SequenceTracker()
         self.recent = RecentTradeIds(settings.exchange_dedup_window)
         self.last_ts: dict[str, int] = {}
+        self._event_lag = metrics.EVENT_LAG.labels(adapter.id)
         self.backfill = RestBackfill(
             adapter,
             self.rest_url,
@@ -180,6 +181,6 @@ class ExchangeFeed:
 
     async def _send(self, trade: Any) -> None:
         await self.producer.send_trade(trade, self.source)
-        metrics.EVENT_LAG.labels(self.source).observe(max(0, trade.received_ts - trade.ts) / 1000)
+        self._event_lag.observe(max(0, trade.received_ts - trade.ts) / 1000)
         if trade.ts > self.last_ts.get(trade.symbol, -1):
             self.last_ts[trade.symbol] = trade.ts
