@@ -130,6 +130,32 @@ def ingest_sample(
     console.print(str(summary), markup=False)
 
 
+@ingest_app.command("exchanges")
+def ingest_exchanges(
+    exchange: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated exchange ids (default: SIGFLOW_EXCHANGES)."),
+    ] = None,
+    symbols: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated BASE-QUOTE symbols (default: SIGFLOW_EXCHANGE_SYMBOLS)"),
+    ] = None,
+) -> None:
+    """Follow live spot trades from exchanges' WebSocket APIs until Ctrl-C/SIGTERM."""
+    from sigflow.roles import run_exchange_feeds
+
+    settings = cli_settings()
+    run_exchange_feeds(
+        settings,
+        _csv(exchange) if exchange is not None else settings.exchanges,
+        _csv(symbols) if symbols is not None else settings.exchange_symbols,
+    )
+
+
+def _csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 @app.command()
 def process() -> None:
     """Run the Faust stream processor (candles) until Ctrl-C."""

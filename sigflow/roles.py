@@ -7,6 +7,7 @@ when `metrics_port` is set, and shuts down cleanly on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
@@ -63,6 +64,37 @@ def run_sink(settings: Settings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
         await runner.run()
+
+    _serve_metrics(settings)
+    asyncio.run(main())
+
+
+def run_exchange_feeds(settings: Settings, exchanges: list[str], symbols: list[str]) -> None:
+    """Follow exchange trade feeds until SIGTERM/SIGINT, then close sockets and flush."""
+    from ingest.exchanges.feed import ExchangeFeed
+    from ingest.exchanges.runner import run_feeds, select_adapters
+    from ingest.producer import EventProducer
+
+    adapters = select_adapters(settings, exchanges, symbols)  # bad input fails first
+
+    async def main() -> None:
+        producer = EventProducer(settings, component="ingest.exchanges")
+        feeds = [ExchangeFeed(adapter, settings, producer) for adapter in adapters]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with producer:
+            running = asyncio.create_task(run_feeds(feeds))
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (running, stopping):
+                task.cancel()
+            await asyncio.gather(stopping, return_exceptions=True)
+            with contextlib.suppress(asyncio.CancelledError):  # stopped by a signal
+                await running
+            await producer.flush()
+        log.info("exchange feeds stopped", extra={"exchanges": exchanges})
 
     _serve_metrics(settings)
     asyncio.run(main())

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sigflow.exceptions import ConfigError
@@ -18,6 +18,13 @@ BrokerKind = Literal["auto", "kafka", "tansu"]
 
 def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "sigflow"
+
+
+class ExchangeUrls(BaseModel):
+    """Endpoints that replace an exchange adapter's production URLs (proxies, tests)."""
+
+    ws: str | None = Field(None, description="WebSocket base URL, e.g. ws://127.0.0.1:9001.")
+    rest: str | None = Field(None, description="REST base URL, e.g. http://127.0.0.1:9001.")
 
 
 class Settings(BaseSettings):
@@ -64,6 +71,51 @@ class Settings(BaseSettings):
     )
     ingest_linger_ms: float = Field(
         5.0, ge=0, description="Longest a trade waits for more of its key before it is sent."
+    )
+
+    # Exchange feeds (`sigflow ingest exchanges`)
+    exchanges: list[str] = Field(
+        default_factory=lambda: ["binance", "bybit"],
+        description="Exchanges whose spot trades `ingest exchanges` follows (ids of EXCHANGE_MAP).",
+    )
+    exchange_symbols: list[str] = Field(
+        default_factory=lambda: ["BTC-USDT", "ETH-USDT"],
+        description="Symbols (BASE-QUOTE) followed on every selected exchange.",
+    )
+    exchange_urls: dict[str, ExchangeUrls] = Field(
+        default_factory=dict,
+        description='Per-exchange endpoint overrides as JSON, e.g. {"binance": {"ws": '
+        '"ws://127.0.0.1:9001", "rest": "http://127.0.0.1:9001"}} (proxies, tests).',
+    )
+    exchange_silence_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Watchdog: a connection that receives nothing (not even a pong) for this "
+        "long is closed and reopened.",
+    )
+    exchange_backoff_initial_seconds: float = Field(
+        0.5, gt=0, description="First reconnect/retry back-off ceiling (doubles, full jitter)."
+    )
+    exchange_backoff_max_seconds: float = Field(
+        30.0, gt=0, description="Largest reconnect/retry back-off ceiling."
+    )
+    exchange_dedup_window: int = Field(
+        100_000,
+        ge=1,
+        description="Trade ids remembered per exchange without sequential ids, to drop "
+        "duplicates after a reconnect or an outage backfill.",
+    )
+    exchange_backfill_max_trades: int = Field(
+        50_000,
+        ge=0,
+        description="Largest id gap backfilled over REST; a longer one fills only its newest "
+        "part and logs the rest as lost.",
+    )
+    exchange_rest_timeout_seconds: float = Field(
+        10.0, gt=0, description="Timeout of one REST backfill request."
+    )
+    exchange_rest_max_attempts: int = Field(
+        5, ge=1, description="Attempts per REST request (429/418/5xx/network errors retried)."
     )
 
     # ClickHouse

@@ -1,0 +1,66 @@
+"""Exchange trade feeds: one adapter per exchange, registered in `EXCHANGE_MAP`.
+
+Layout (cryptofeed-like):
+
+    base.py        ExchangeAdapter: endpoints and limits as class attributes, and pure
+                   methods (symbols, subscribe/ping messages, parse, REST backfill)
+    binance.py …   one file per exchange: its wire format and nothing else
+    symbols.py     BASE-QUOTE <-> exchange spelling, unknown symbols refused
+    tracking.py    duplicates and id gaps (pure)
+    pacing.py      full-jitter back-off and the REST token bucket (pure)
+    connection.py  one WebSocket's life, shared by all adapters: subscribe, ping,
+                   watchdog, reconnect, dlq/unknown handling
+    backfill.py    REST calls with rate limits, 429/418 + Retry-After, paging
+    feed.py        one exchange: connections split by its limits, dedup, gap backfill
+    runner.py      every selected exchange on one shared EventProducer
+
+How to add an exchange (e.g. `okx`):
+
+1. Capture the documented example messages as JSON under
+   `tests/fixtures/exchanges/okx/` (subscribe ack, trade, pong, an error, a REST
+   answer), with a README citing the documentation pages; add each one with its
+   expected outcome to that directory's `expected.json` (see binance's).
+2. Write `ingest/exchanges/okx.py`: a subclass of `ExchangeAdapter` that sets `id`,
+   `ws_url`, `rest_url`, `max_symbols_per_connection`, `max_symbols_per_subscribe`,
+   `ping_style` / `ping_interval` (and `ping_message()` for `PingStyle.MESSAGE`),
+   `sequential_trade_ids`, `rest_rate_per_second` / `rest_burst`, and implements
+   `exchange_symbol()` (if not `BASEQUOTE`), `subscribe_message()`, `parse()` (trades via
+   `self.build_trade(...)`, control messages as `Parsed("ack"|"pong"|"error")`, anything
+   else `Parsed("unknown")`, broken input raises `MalformedMessageError`), and either
+   `backfill_request()` (ids sequential; set `backfill_direction` if the API pages
+   backwards) or `recent_trades_request()` (outage filled by time), plus
+   `parse_backfill()`. Override `ws_endpoint()` if the URL depends on the symbols.
+3. Register it below in `EXCHANGE_MAP`. The parametrized unit tests then parse every
+   fixture of the new directory.
+4. Add a wire class for it in `tests/fakes/exchange_server.py` (how the fake server
+   acknowledges, answers pings, frames trades and serves the REST backfill) and add it
+   to `WIRES`; the integration tests parametrized over `WIRES` then run it through a
+   dropped connection, a gap/outage backfill, malformed and unknown messages, and the
+   watchdog, against the real Kafka.
+5. Document it in README.md's "Exchange feeds" table.
+"""
+
+from __future__ import annotations
+
+from ingest.exchanges.base import ExchangeAdapter
+from ingest.exchanges.binance import Binance
+from ingest.exchanges.bybit import Bybit
+from ingest.exchanges.exceptions import UnknownExchangeError
+
+EXCHANGE_MAP: dict[str, type[ExchangeAdapter]] = {
+    Binance.id: Binance,
+    Bybit.id: Bybit,
+}
+
+
+def adapter_class(exchange: str) -> type[ExchangeAdapter]:
+    """The adapter registered for `exchange`; an unknown id is a clear error."""
+    try:
+        return EXCHANGE_MAP[exchange]
+    except KeyError:
+        raise UnknownExchangeError(
+            f"unknown exchange {exchange!r}: choose from {', '.join(EXCHANGE_MAP)}"
+        ) from None
+
+
+__all__ = ["EXCHANGE_MAP", "ExchangeAdapter", "adapter_class"]

@@ -1,0 +1,1 @@
+"""Local stand-ins for remote services the tests cannot reach (exchanges)."""
