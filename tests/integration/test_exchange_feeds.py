@@ -64,7 +64,10 @@ async def running_feed(settings: Settings, exchange: str) -> AsyncIterator[async
 async def consume(
     settings: Settings, topic: str, done: Callable[[list[Any]], bool], timeout: float = 30
 ) -> list[Any]:
-    """Records of `topic` (JSON values) once `done(records)`, plus any that follow in 1 s."""
+    """Events of `topic` once `done(events)`, plus any that follow in 1 s.
+
+    A `trades` record holds an array of trades: each trade is one event here.
+    """
     consumer = AIOKafkaConsumer(
         settings.topic(topic),
         bootstrap_servers=settings.kafka_bootstrap,
@@ -76,12 +79,17 @@ async def consume(
         async with asyncio.timeout(timeout):
             while not done(found):
                 for records in (await consumer.getmany(timeout_ms=300)).values():
-                    found.extend(orjson.loads(r.value or b"null") for r in records)
+                    found.extend(event for r in records for event in events_of(r.value))
         extra = await consumer.getmany(timeout_ms=1000)  # a duplicate would show up here
-        found.extend(orjson.loads(r.value or b"null") for rs in extra.values() for r in rs)
+        found.extend(event for rs in extra.values() for r in rs for event in events_of(r.value))
     finally:
         await consumer.stop()
     return found
+
+
+def events_of(value: bytes | None) -> list[Any]:
+    decoded = orjson.loads(value or b"null")
+    return decoded if isinstance(decoded, list) else [decoded]
 
 
 def tape_ids(trades: list[TapeTrade]) -> dict[str, list[str]]:
