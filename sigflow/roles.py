@@ -1,4 +1,4 @@
-"""Entry points of the long-running roles: processor, sink and API.
+"""Entry points of the long-running roles: processor, sink, webhook dispatcher and API.
 
 Each role prepares what it depends on (topics, migrations), exposes Prometheus metrics
 when `metrics_port` is set, and shuts down cleanly on SIGTERM/SIGINT.
@@ -63,6 +63,23 @@ def run_sink(settings: Settings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
         await runner.run()
+
+    _serve_metrics(settings)
+    asyncio.run(main())
+
+
+def run_dispatcher(settings: Settings) -> None:
+    """Deliver alerts to webhooks until SIGTERM/SIGINT, then finish attempts and commit."""
+    from sinks.webhooks.dispatcher import WebhookDispatcher
+
+    async def main() -> None:
+        await ensure_topics(settings)
+        await migrate(settings)
+        dispatcher = WebhookDispatcher(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, dispatcher.stop)
+        await dispatcher.run()
 
     _serve_metrics(settings)
     asyncio.run(main())
