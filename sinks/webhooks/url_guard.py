@@ -28,8 +28,8 @@ _REFUSED_KINDS = (
     ("is_loopback", "loopback"),
     ("is_link_local", "link-local"),
     ("is_multicast", "multicast"),
-    ("is_private", "private"),
     ("is_reserved", "reserved"),
+    ("is_private", "private"),
 )
 ALLOW_HINT = (
     "set SIGFLOW_WEBHOOK_ALLOW_PRIVATE=true or SIGFLOW_WEBHOOK_ALLOWED_NETWORKS to allow it"
