@@ -23,7 +23,18 @@ from sigflow.settings import Settings, settings_env
 from sigflow.stack.process import free_port
 from sinks.warehouse import connect
 
-COMMANDS = {"stack", "demo", "ingest", "process", "sink", "api", "migrate", "schemas"}
+COMMANDS = {
+    "stack",
+    "demo",
+    "ingest",
+    "process",
+    "sink",
+    "api",
+    "migrate",
+    "schemas",
+    "webhooks",
+    "dispatch",
+}
 
 
 def run_sigflow(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -98,8 +109,8 @@ async def test_migrate_applies_every_migration_once(
     second = await asyncio.to_thread(run_sigflow, "migrate", env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert first.stderr.strip() == (
-        "applied 4 migration(s): 0001_trades_and_candles, 0002_indicators, 0003_signals, "
-        "0004_api_keys"
+        "applied 5 migration(s): 0001_trades_and_candles, 0002_indicators, 0003_signals, "
+        "0004_api_keys, 0005_webhooks"
     )
     assert second.returncode == 0, second.stderr
     assert second.stderr.strip() == "applied 0 migration(s): none pending"
@@ -115,6 +126,9 @@ async def test_migrate_applies_every_migration_once(
         "schema_migrations",
         "signals",
         "trades",
+        "webhook_deliveries",
+        "webhook_delivery_status",
+        "webhook_subscriptions",
     }
 
 

@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 
-from sigflow.settings import Settings
+from sigflow.settings import Settings, settings_env
 from sinks.webhooks.exceptions import UnsafeUrlError
 from sinks.webhooks.messages import webhook_id
 from sinks.webhooks.url_guard import AddressPolicy
+from tests.conftest import Roles
 from tests.integration.webhook_receiver import (
+    Receiver,
     Reply,
     dispatching,
     eventually,
@@ -192,9 +194,7 @@ async def test_410_gone_disables_the_subscription(settings: Settings) -> None:
 async def test_filters_choose_which_subscriptions_get_an_alert(settings: Settings) -> None:
     async with receiving() as receiver:
         everything = await subscribe(settings, receiver)
-        btc_jumps = await subscribe(
-            settings, receiver, kinds=["price_jump"], symbols=["BTC-USDT"]
-        )
+        btc_jumps = await subscribe(settings, receiver, kinds=["price_jump"], symbols=["BTC-USDT"])
         critical = await subscribe(settings, receiver, min_severity="critical")
         alerts = [
             make_alert(10),  # price_jump, BTC-USDT, critical
@@ -272,3 +272,186 @@ async def test_guard_refuses_internal_urls_at_creation_and_at_delivery(
     assert (attempt, status, code) == (1, "failed", None)
     assert "127.0.0.1 is a loopback address" in error
     assert AddressPolicy.from_settings(strict).allow_private is False
+
+
+async def test_slow_receiver_does_not_hold_up_the_others(pipeline_settings: Settings) -> None:
+    settings = webhook_settings(
+        pipeline_settings, webhook_endpoint_concurrency=1, webhook_timeout_seconds=5.0
+    )
+    await prepare(settings)
+    alerts = [make_alert(40 + n) for n in range(6)]
+    async with (
+        receiving(lambda _id, _n: Reply(200, delay=0.5)) as slow,
+        receiving() as fast,
+    ):
+        await subscribe(settings, slow)
+        await subscribe(settings, fast)
+        async with dispatching(settings):
+            started = time.time()
+            await publish_alerts(settings, alerts)
+            await eventually(lambda: len(fast.processed) == len(alerts), "the fast receiver")
+            fast_done = time.time() - started
+            await eventually(lambda: len(slow.processed) == len(alerts), "the slow receiver")
+            slow_done = time.time() - started
+    # One request at a time to the slow endpoint: it needs >= 6 x 0.5 s; the fast
+    # receiver got everything while the slow one was still on its first alerts.
+    assert slow_done >= 3.0
+    assert fast_done < 1.5, f"fast receiver waited {fast_done:.1f} s behind the slow one"
+
+
+async def test_exhausted_retries_are_dead_lettered_then_redelivered_by_the_cli(
+    pipeline_settings: Settings, tmp_path: Path
+) -> None:
+    from tests.integration.test_cli import run_sigflow
+
+    settings = webhook_settings(pipeline_settings, webhook_max_attempts=2)
+    await prepare(settings)
+    healthy = False
+    async with receiving(lambda _id, _n: Reply(200 if healthy else 503)) as receiver:
+        created = await subscribe(settings, receiver)
+        alert = make_alert(50)
+        message_id = webhook_id(alert.alert_id, created.subscription.subscription_id)
+        async with dispatching(settings):
+            await publish_alerts(settings, [alert])
+            await eventually(lambda: _status_is(settings, message_id, "failed"), "the DLQ")
+            [dead] = await read_topic(settings, "webhooks.dlq")
+            assert (dead["webhook_id"], dead["attempt"], dead["last_error"]) == (
+                message_id,
+                2,
+                "HTTP 503",
+            )
+            env = settings_env(settings)
+            listed = await asyncio.to_thread(
+                run_sigflow, "webhooks", "deliveries", "--status", "failed", env=env, cwd=tmp_path
+            )
+            assert listed.returncode == 0, listed.stderr
+            line = f"{message_id}  {created.subscription.subscription_id}  failed  attempts=2"
+            assert f"{line}  http=503  {alert.alert_id}  HTTP 503" in listed.stdout
+            healthy = True
+            redone = await asyncio.to_thread(
+                run_sigflow, "webhooks", "redeliver", env=env, cwd=tmp_path
+            )
+            assert redone.returncode == 0, redone.stderr
+            assert "queued 1 failed deliveries for redelivery" in redone.stderr
+            await eventually(lambda: _status_is(settings, message_id, "delivered"), "redelivery")
+    assert [a.webhook_id for a in receiver.arrivals] == [message_id] * 3
+    assert list(receiver.processed) == [message_id]
+    assert await attempts(settings, message_id) == [
+        (1, "retrying", 503, "HTTP 503"),
+        (2, "failed", 503, "HTTP 503"),
+        (3, "delivered", 200, ""),
+    ]
+
+
+async def test_receiver_down_across_a_dispatcher_restart_loses_and_doubles_nothing(
+    pipeline_settings: Settings, roles: Roles
+) -> None:
+    """SIGTERM the `sigflow dispatch` process while retries are pending, restart it."""
+    settings = webhook_settings(
+        pipeline_settings, webhook_max_attempts=100, webhook_backoff_max_seconds=0.5
+    )
+    roles.settings = settings
+    await prepare(settings)
+    alerts = [make_alert(60 + n) for n in range(20)]
+    # Once back, the receiver fails the first request of every third id once more.
+    flaky = lambda id_, n: Reply(500 if n == 1 and int(id_[-2:], 16) % 3 == 0 else 200)  # noqa: E731
+    receiver = Receiver(flaky)  # not listening yet: connections are refused
+    created = await subscribe(settings, receiver)
+    expected = {webhook_id(a.alert_id, created.subscription.subscription_id) for a in alerts}
+    db = settings.clickhouse_database
+
+    async def retrying() -> bool:
+        rows = await query(
+            settings,
+            f"SELECT uniqExact(webhook_id) FROM {db}.webhook_delivery_status "
+            "WHERE status = 'retrying'",
+        )
+        return bool(rows[0][0] == len(alerts))
+
+    roles.start("dispatch")
+    await publish_alerts(settings, alerts)
+    await eventually(retrying, "retries of every alert", timeout=60)
+    [process] = roles.processes
+    stopping = time.monotonic()
+    process.stop(timeout=15)
+    assert time.monotonic() - stopping < 10, "SIGTERM did not stop the dispatcher"
+    assert "Traceback" not in process.log_tail(200)
+    roles.processes.clear()
+    await receiver.start()
+    try:
+        roles.start("dispatch")
+        await eventually(
+            lambda: set(receiver.processed) == expected, "every alert after the restart", 60
+        )
+        await asyncio.sleep(0.5)
+    finally:
+        roles.stop_all()
+        await receiver.stop()
+    assert set(receiver.processed) == expected  # nothing missing
+    assert all(a.verified_independently for a in receiver.arrivals)
+    delivered = await query(
+        settings,
+        f"SELECT count() FROM {db}.webhook_delivery_status WHERE status = 'delivered'",
+    )
+    assert delivered == [(len(alerts),)]
+
+
+async def test_cli_manages_subscriptions(pipeline_settings: Settings, tmp_path: Path) -> None:
+    from tests.integration.test_cli import one_line, run_sigflow
+
+    settings = webhook_settings(pipeline_settings)
+    env = settings_env(settings)
+
+    def sigflow(*args: str) -> Any:
+        result = run_sigflow("webhooks", *args, env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    added = await asyncio.to_thread(
+        sigflow,
+        "add",
+        "http://127.0.0.1:9/hook",
+        "--kinds",
+        "price_jump,volume_spike",
+        "--symbols",
+        "BTC-USDT",
+        "--min-severity",
+        "warning",
+    )
+    secret = added.stdout.strip()
+    assert re.fullmatch(r"whsec_[A-Za-z0-9+/]{43}=", secret)
+    sub_id = re.search(r"created webhook subscription (sub_[0-9a-f]{16})", added.stderr)[1]  # type: ignore[index]
+    listed = await asyncio.to_thread(sigflow, "list")
+    assert listed.stdout == (
+        f"{sub_id}  enabled  http://127.0.0.1:9/hook  kinds=price_jump,volume_spike "
+        "symbols=BTC-USDT min_severity=warning\n"
+    )
+    assert secret not in listed.stdout + listed.stderr
+    await asyncio.to_thread(sigflow, "disable", sub_id)
+    assert "disabled (disabled by hand)" in (await asyncio.to_thread(sigflow, "list")).stdout
+    await asyncio.to_thread(sigflow, "enable", sub_id)
+    rotated = await asyncio.to_thread(sigflow, "rotate-secret", sub_id, "--grace-seconds", "60")
+    new_secret = rotated.stdout.strip()
+    assert new_secret.startswith("whsec_") and new_secret != secret
+    async with subscription_store(settings) as store:
+        current = await store.get(sub_id)
+    assert current.enabled
+    assert current.signing_secrets(current.updated_at) == [new_secret, secret]
+
+    strict = {**env, "SIGFLOW_WEBHOOK_ALLOW_PRIVATE": "false"}
+    refused = await asyncio.to_thread(
+        run_sigflow, "webhooks", "add", "http://10.0.0.7/hook", env=strict, cwd=tmp_path
+    )
+    assert refused.returncode == 1
+    assert "10.0.0.7 is a private address" in one_line(refused.stderr)
+    bad = await asyncio.to_thread(
+        run_sigflow,
+        "webhooks",
+        "add",
+        "http://127.0.0.1:9/",
+        "--min-severity",
+        "loud",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 1 and "min severity must be one of" in one_line(bad.stderr)
