@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from sigflow.kafka import create_producer
 from sigflow.settings import Settings, settings_env
 from sinks.webhooks.exceptions import UnsafeUrlError
 from sinks.webhooks.messages import webhook_id
@@ -212,10 +213,22 @@ async def test_filters_choose_which_subscriptions_get_an_alert(settings: Setting
             for alert in picks
         }
         async with dispatching(settings):
+            await publish_raw(settings, b'{"alert_id": "broken"}')
             await publish_alerts(settings, alerts)
             await eventually(lambda: len(receiver.processed) >= len(wanted), "the deliveries")
             await asyncio.sleep(0.5)  # room for a delivery that should not happen
     assert set(receiver.processed) == wanted and len(receiver.arrivals) == 7
+    [rejected] = await read_topic(settings, "dlq")  # a bad record does not stop the others
+    assert rejected["component"] == "webhooks" and "invalid Alert" in rejected["reason"]
+
+
+async def publish_raw(settings: Settings, value: bytes) -> None:
+    producer = create_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic("alerts"), value, key=b"broken")
+    finally:
+        await producer.stop()
 
 
 async def test_rotation_signs_with_old_and_new_secret(settings: Settings) -> None:
