@@ -156,6 +156,24 @@ class Alert(Event):
     price: float | None = Field(None, gt=0, description="Price at the source event, if any.")
 
 
+class PendingDelivery(Event):
+    """One alert for one webhook subscription, between attempts or given up.
+
+    On `webhooks.retry` it is a delivery waiting for attempt `attempt` (not before
+    `due_at`); on `webhooks.dlq` it is one that failed for good (`attempt` was its last,
+    `last_error` says why). `webhook_id` is stable across retries and redeliveries.
+    """
+
+    webhook_id: str = Field(min_length=1, description="Stable id: the `webhook-id` header.")
+    subscription_id: str = Field(min_length=1)
+    alert: Alert
+    attempt: int = Field(ge=1, description="Attempt number this record is about (1 = first).")
+    last_attempt: int = Field(ge=1, description="After this attempt the delivery is dead-lettered.")
+    due_at: EpochMillis = Field(description="Not attempted before this time, epoch ms.")
+    last_status_code: int | None = Field(None, description="HTTP status of the previous try.")
+    last_error: str | None = Field(None, description="Why the previous try failed.")
+
+
 class OnchainBlock(Event):
     """One EVM block as seen by the chain ingestor (topic `onchain.blocks`)."""
 

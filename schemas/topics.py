@@ -14,6 +14,7 @@ from schemas.events import (
     IndicatorValues,
     OnchainBlock,
     OnchainTransfer,
+    PendingDelivery,
     Signal,
     Trade,
 )
@@ -86,6 +87,20 @@ TOPICS: dict[str, TopicSpec] = {
             key="alert rule id",
             value_model=Alert,
             description="Alerts from the alert rules; what the webhook dispatcher delivers.",
+            retention_ms=30 * DAY_MS,
+        ),
+        TopicSpec(
+            "webhooks.retry",
+            key="webhook id",
+            value_model=PendingDelivery,
+            description="Webhook deliveries waiting for their next attempt (`due_at`).",
+            retention_ms=7 * DAY_MS,
+        ),
+        TopicSpec(
+            "webhooks.dlq",
+            key="webhook id",
+            value_model=PendingDelivery,
+            description="Webhook deliveries that failed for good, with the last error.",
             retention_ms=30 * DAY_MS,
         ),
         TopicSpec(

@@ -30,6 +30,8 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(api_key_app, name="api-key")
+webhooks_app = typer.Typer(help="Alert webhook subscriptions and their deliveries.")
+app.add_typer(webhooks_app, name="webhooks")
 
 console = Console(stderr=True, soft_wrap=True)  # messages stay one line in logs
 T = TypeVar("T")
@@ -275,6 +277,191 @@ async def _with_key_store(settings: Settings, action: Callable[[Any], Awaitable[
     client = await connect(settings)
     try:
         return await action(ApiKeyStore(client, database_name(settings)))
+    finally:
+        await client.close()
+
+
+# ---- webhooks -----------------------------------------------------------------------
+
+
+@app.command()
+def dispatch() -> None:
+    """Deliver alerts to webhook subscribers until Ctrl-C (applies migrations first)."""
+    from sigflow.roles import run_dispatcher
+
+    run_dispatcher(cli_settings())
+
+
+def _comma_list(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+@webhooks_app.command("add")
+def webhooks_add(
+    url: Annotated[str, typer.Argument(help="http(s) URL that receives the POSTs.")],
+    kinds: Annotated[
+        str | None, typer.Option(help="Alert kinds, comma separated (default: all).")
+    ] = None,
+    symbols: Annotated[
+        str | None, typer.Option(help="Symbols like BTC-USDT, comma separated (default: all).")
+    ] = None,
+    min_severity: Annotated[
+        str, typer.Option(help="Lowest severity delivered: info, warning or critical.")
+    ] = "info",
+) -> None:
+    """Subscribe a URL to alerts; prints its signing secret once."""
+    created = asyncio.run(
+        _with_webhooks(
+            cli_settings(),
+            lambda store, _: store.create(
+                url,
+                kinds=_comma_list(kinds),
+                symbols=_comma_list(symbols),
+                min_severity=min_severity,  # type: ignore[arg-type]  # checked by the store
+            ),
+        )
+    )
+    console.print(
+        f"created webhook subscription {created.subscription.subscription_id} for {url}; "
+        "its signing secret is shown once:"
+    )
+    typer.echo(created.secret)
+
+
+@webhooks_app.command("list")
+def webhooks_list() -> None:
+    """List subscriptions: id, state, URL and filters (never secrets)."""
+    for sub in asyncio.run(_with_webhooks(cli_settings(), lambda store, _: store.all())):
+        state = "enabled" if sub.enabled else f"disabled ({sub.disabled_reason or 'by hand'})"
+        filters = (
+            f"kinds={','.join(sub.kinds) or '*'} symbols={','.join(sub.symbols) or '*'} "
+            f"min_severity={sub.min_severity}"
+        )
+        typer.echo(f"{sub.subscription_id}  {state}  {sub.url}  {filters}")
+
+
+def _set_enabled(subscription_id: str, enabled: bool) -> None:
+    asyncio.run(
+        _with_webhooks(
+            cli_settings(),
+            lambda store, _: store.set_enabled(subscription_id, enabled, "disabled by hand"),
+        )
+    )
+    console.print(f"{'enabled' if enabled else 'disabled'} {subscription_id}")
+
+
+@webhooks_app.command("disable")
+def webhooks_disable(subscription_id: Annotated[str, typer.Argument(help="Its id.")]) -> None:
+    """Stop delivering to a subscription (pending retries to it are dead-lettered)."""
+    _set_enabled(subscription_id, False)
+
+
+@webhooks_app.command("enable")
+def webhooks_enable(subscription_id: Annotated[str, typer.Argument(help="Its id.")]) -> None:
+    """Deliver to a subscription again (its URL is checked again first)."""
+    _set_enabled(subscription_id, True)
+
+
+@webhooks_app.command("rotate-secret")
+def webhooks_rotate_secret(
+    subscription_id: Annotated[str, typer.Argument(help="Its id.")],
+    grace_seconds: Annotated[
+        float | None,
+        typer.Option(help="How long the old secret keeps signing too (default from settings)."),
+    ] = None,
+) -> None:
+    """Give a subscription a new secret; prints it once. Both sign during the grace period."""
+    settings = cli_settings()
+    grace = (
+        settings.webhook_secret_rotation_grace_seconds if grace_seconds is None else grace_seconds
+    )
+    secret = asyncio.run(
+        _with_webhooks(settings, lambda store, _: store.rotate_secret(subscription_id, grace))
+    )
+    console.print(
+        f"rotated the secret of {subscription_id}; the old one also signs for {grace:g} s. "
+        "New secret, shown once:"
+    )
+    typer.echo(secret)
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(
+    status: Annotated[
+        str | None, typer.Option(help="Only this state: pending, delivered, retrying, failed.")
+    ] = None,
+    subscription: Annotated[str | None, typer.Option(help="Only this subscription id.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
+) -> None:
+    """Where each delivery stands (its latest attempt), newest first."""
+    from sigflow.exceptions import ConfigError
+    from sinks.webhooks.deliveries import STATUSES
+
+    if status is not None and status not in STATUSES:
+        raise ConfigError(f"--status must be one of {', '.join(STATUSES)}, got {status!r}")
+    states = asyncio.run(
+        _with_webhooks(
+            cli_settings(),
+            lambda _, log: log.states(
+                status=status,  # type: ignore[arg-type]  # checked above
+                subscription_id=subscription,
+                limit=limit,
+            ),
+        )
+    )
+    for state in states:
+        code = state.status_code if state.status_code is not None else "-"
+        typer.echo(
+            f"{state.last_attempt_at:%Y-%m-%dT%H:%M:%SZ}  {state.webhook_id}  "
+            f"{state.subscription_id}  {state.status}  attempts={state.attempts}  "
+            f"http={code}  {state.alert_id}  {state.error}".rstrip()
+        )
+
+
+@webhooks_app.command("redeliver")
+def webhooks_redeliver(
+    subscription: Annotated[str | None, typer.Option(help="Only this subscription id.")] = None,
+    webhook_id: Annotated[str | None, typer.Option(help="Only this delivery.")] = None,
+) -> None:
+    """Queue failed deliveries again (same webhook-id, a new round of attempts)."""
+    from sigflow.kafka import create_producer, ensure_topics
+    from sinks.webhooks.redelivery import redeliver_failed
+
+    settings = cli_settings()
+
+    async def run(store: Any, log: Any) -> Any:
+        await ensure_topics(settings)
+        producer = create_producer(settings)
+        await producer.start()
+        try:
+            return await redeliver_failed(
+                settings, log, store, producer, subscription_id=subscription, webhook_id=webhook_id
+            )
+        finally:
+            await producer.stop()
+
+    report = asyncio.run(_with_webhooks(settings, run))
+    for skipped, reason in report.skipped.items():
+        console.print(f"skipped {skipped}: {reason}")
+    console.print(f"queued {len(report.queued)} failed deliveries for redelivery")
+
+
+async def _with_webhooks(settings: Settings, action: Callable[[Any, Any], Awaitable[T]]) -> T:
+    """Run `action(subscription store, delivery log)` (migrating first)."""
+    from sigflow.roles import migrate
+    from sinks.warehouse import connect, database_name
+    from sinks.webhooks.deliveries import DeliveryLog
+    from sinks.webhooks.store import SubscriptionStore
+    from sinks.webhooks.url_guard import AddressPolicy
+
+    await migrate(settings)
+    client = await connect(settings)
+    database = database_name(settings)
+    try:
+        return await action(
+            SubscriptionStore(client, database, AddressPolicy.from_settings(settings)),
+            DeliveryLog(client, database),
+        )
     finally:
         await client.close()
 

@@ -1,4 +1,4 @@
-"""Entry points of the long-running roles: processor, sink and API.
+"""Entry points of the long-running roles: processor, sink, webhook dispatcher and API.
 
 Each role prepares what it depends on (topics, migrations), exposes Prometheus metrics
 when `metrics_port` is set, and shuts down cleanly on SIGTERM/SIGINT.
@@ -95,6 +95,23 @@ def run_exchange_feeds(settings: Settings, exchanges: list[str], symbols: list[s
                 await running
             await producer.flush()
         log.info("exchange feeds stopped", extra={"exchanges": exchanges})
+
+    _serve_metrics(settings)
+    asyncio.run(main())
+
+
+def run_dispatcher(settings: Settings) -> None:
+    """Deliver alerts to webhooks until SIGTERM/SIGINT, then finish attempts and commit."""
+    from sinks.webhooks.dispatcher import WebhookDispatcher
+
+    async def main() -> None:
+        await ensure_topics(settings)
+        await migrate(settings)
+        dispatcher = WebhookDispatcher(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, dispatcher.stop)
+        await dispatcher.run()
 
     _serve_metrics(settings)
     asyncio.run(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -165,6 +166,57 @@ class Settings(BaseSettings):
     sink_batch_rows: int = Field(50_000, ge=1, description="Rows that trigger a warehouse flush.")
     sink_flush_seconds: float = Field(1.0, gt=0, description="Longest time rows wait for a flush.")
 
+    # Webhooks
+    webhook_group_id: str = Field(
+        "sigflow-webhooks", description="Consumer group of the webhook dispatcher."
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, description="Longest one delivery attempt may take (connect to response)."
+    )
+    webhook_max_attempts: int = Field(
+        10, ge=1, description="Attempts per delivery before it goes to `webhooks.dlq`."
+    )
+    webhook_backoff_base_seconds: float = Field(
+        10.0, gt=0, description="Delay before the 2nd attempt; doubles per attempt (jittered)."
+    )
+    webhook_backoff_max_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="Longest back-off between two attempts (Retry-After may ask more).",
+    )
+    webhook_concurrency: int = Field(
+        64, ge=1, description="Delivery requests in flight at once, over all endpoints."
+    )
+    webhook_endpoint_concurrency: int = Field(
+        4, ge=1, description="Delivery requests in flight at once to one endpoint (host:port)."
+    )
+    webhook_endpoint_backlog: int = Field(
+        100,
+        ge=1,
+        description="Deliveries waiting for one endpoint before more are deferred to the retry "
+        "topic (a slow receiver cannot hold the others up).",
+    )
+    webhook_max_pending: int = Field(
+        1000, ge=1, description="Alerts and retries in progress at once; consumption pauses there."
+    )
+    webhook_allow_private: bool = Field(
+        False,
+        description="Allow webhook URLs that resolve to loopback, private, link-local or other "
+        "non-public addresses (off: refused, against SSRF).",
+    )
+    webhook_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description='CIDRs allowed although not public, e.g. ["10.1.2.0/24"] (JSON list).',
+    )
+    webhook_secret_rotation_grace_seconds: float = Field(
+        86_400.0,
+        ge=0,
+        description="How long the previous secret keeps signing after `rotate-secret`.",
+    )
+    webhook_subscription_refresh_seconds: float = Field(
+        5.0, gt=0, description="How often the dispatcher re-reads subscriptions."
+    )
+
     # API
     api_host: str = Field("127.0.0.1", description="Address the API binds to.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
@@ -202,6 +254,16 @@ class Settings(BaseSettings):
             host, _, port = address.strip().rpartition(":")
             if not host or not port.isdigit():
                 raise ValueError(f"must be host:port[,host:port...], got {value!r}")
+        return value
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not a CIDR network: {network!r}") from exc
         return value
 
     def topic(self, name: str) -> str:

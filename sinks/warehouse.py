@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
+from typing import overload
 from urllib.parse import urlsplit
 
 import clickhouse_connect
@@ -42,3 +44,14 @@ async def connect(settings: Settings, *, database: str | None = None) -> AsyncCl
             f"cannot reach ClickHouse at {settings.clickhouse_url} ({exc.__class__.__name__}); "
             "is it running? try `sigflow stack up`"
         ) from exc
+
+
+@overload
+def as_utc(value: datetime) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
+def as_utc(value: datetime | None) -> datetime | None:
+    """A `DateTime64(3, 'UTC')` value as read by clickhouse-connect (naive) made aware."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)

@@ -24,7 +24,18 @@ from sigflow.stack.process import free_port
 from sinks.migrations import available_migrations
 from sinks.warehouse import connect
 
-COMMANDS = {"stack", "demo", "ingest", "process", "sink", "api", "migrate", "schemas"}
+COMMANDS = {
+    "stack",
+    "demo",
+    "ingest",
+    "process",
+    "sink",
+    "api",
+    "migrate",
+    "schemas",
+    "webhooks",
+    "dispatch",
+}
 
 
 def run_sigflow(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -118,6 +129,9 @@ async def test_migrate_applies_every_migration_once(
         "schema_migrations",
         "signals",
         "trades",
+        "webhook_deliveries",
+        "webhook_delivery_status",
+        "webhook_subscriptions",
     }
 
 
@@ -219,6 +233,26 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "explanation": "1m return +3.1% is 9.3 robust z-scores from the median",
         "score": 9.3,
     },
+    "webhooks.retry": {
+        "webhook_id": "msg_d86ed615bbd865d4171e7398462c8e99",
+        "subscription_id": "sub_0a7f950119c2770d",
+        "alert": {
+            "alert_id": "big-moves:price_jump:binance:BTC-USDT:1718000040000",
+            "rule": "big-moves",
+            "source": "anomaly",
+            "kind": "price_jump",
+            "severity": "critical",
+            "subject": "binance:BTC-USDT",
+            "ts": 1_718_000_040_000,
+            "title": "BTC-USDT on binance jumped +3.1% in 1m",
+            "explanation": "1m return +3.1% is 9.3 robust z-scores from the median",
+        },
+        "attempt": 2,
+        "last_attempt": 10,
+        "due_at": 1_718_000_050_000,
+        "last_status_code": 503,
+        "last_error": "HTTP 503",
+    },
     "onchain.blocks": {
         "chain_id": 1,
         "number": 20_000_000,
@@ -257,6 +291,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         )[1]
     ),
 }
+EXAMPLES["webhooks.dlq"] = {**EXAMPLES["webhooks.retry"], "attempt": 10}
 JSON_TYPES: dict[str, type | tuple[type, ...]] = {
     "string": str,
     "integer": int,
