@@ -226,6 +226,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "gas_used": 12_000_000,
         "tx_count": 150,
         "status": "confirmed",
+        "confirmations": 12,
     },
     "onchain.transfers": {
         "chain_id": 1,
