@@ -21,14 +21,17 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from conftest import Roles
 
 from ingest.chain.checkpoint import topic_partitions
 from ingest.chain.ingestor import ChainIngestor
 from ingest.chain.rpc import JsonRpcClient
 from ingest.chain.tokens import load_token_list
-from sigflow.settings import Settings
+from sigflow.roles import migrate
+from sigflow.settings import Settings, settings_env
 from sigflow.stack import transfer_emitter
 from sigflow.stack.anvil import AnvilNode
+from sinks.warehouse import connect
 
 pytestmark = pytest.mark.integration
 
@@ -191,6 +194,13 @@ def visible_transfers(transfers: list[dict[str, Any]]) -> dict[tuple[str, int], 
     return {k: t["tx_hash"] for k, t in latest.items() if not t["removed"]}
 
 
+def confirmed_up_to(blocks: list[dict[str, Any]], number: int) -> bool:
+    latest = fold(blocks, lambda b: b["hash"]).values()
+    return all(
+        b["status"] == "confirmed" for b in latest if b["status"] == "new" and b["number"] <= number
+    )
+
+
 def assert_no_repeats(blocks: list[dict[str, Any]], transfers: list[dict[str, Any]]) -> None:
     """No record repeats the previous state of its block or transfer."""
     block_state: dict[str, str] = {}
@@ -257,3 +267,195 @@ async def test_transfers_arrive_with_exact_amounts_then_confirm_at_the_depth(
     assert {key for key, _ in await records(settings, "onchain.transfers")} == {KEY}
     assert {key for key, _ in await records(settings, "onchain.blocks")} == {KEY}
     assert_no_repeats(blocks, transfers)
+
+
+async def test_a_reorg_of_three_blocks_retracts_the_orphans_then_publishes_the_canonical_chain(
+    chain: Chain, feed_factory: Callable[[int, int], Feed]
+) -> None:
+    start = await chain.head() + 1
+    feed = feed_factory(10, start)
+    feed.run()
+    orphaned_txs = [await chain.transfer(chain.usdc, 1_000_000 * (i + 1)) for i in range(3)]
+    settings = feed.settings
+    await wait_for(settings, "onchain.transfers", lambda ts: len(ts) >= 3)
+    orphaned_blocks = await chain.canonical(start)
+    replacement = {
+        "from": chain.accounts[0],
+        "to": chain.weth,
+        "data": transfer_emitter.transfer_calldata(
+            chain.accounts[3], (42 * 10**18).to_bytes(32, "big")
+        ),
+        "gas": "0x30000",
+    }
+    await chain.rpc.call("anvil_reorg", [3, [[replacement, 1]]])
+    canonical = await chain.canonical(start)
+    assert all(canonical[n] != orphaned_blocks[n] for n in orphaned_blocks)
+
+    transfers = await wait_for(
+        settings,
+        "onchain.transfers",
+        lambda ts: sum(t["removed"] for t in ts) >= 3 and len(ts) >= 7,
+    )
+    blocks = await wait_for(settings, "onchain.blocks", lambda bs: visible_blocks(bs) == canonical)
+    await feed.stop()
+
+    retracted = [t for t in transfers if t["removed"]]
+    assert sorted(t["tx_hash"] for t in retracted) == sorted(orphaned_txs)
+    assert all(t["confirmations"] == 0 for t in retracted)
+    first_canonical = next(i for i, t in enumerate(transfers) if t["token_symbol"] == "WETH")
+    assert all(t["removed"] for t in transfers[3:first_canonical])  # retractions first
+    [weth] = transfers[first_canonical:]
+    assert (weth["amount"], weth["to_address"], weth["removed"]) == (
+        "42.000000000000000000",
+        chain.accounts[3],
+        False,
+    )
+    assert weth["block_hash"] == canonical[weth["block"]]
+    reorged = [b for b in blocks if b["status"] == "reorged"]
+    assert {b["hash"] for b in reorged} == set(orphaned_blocks.values())
+    assert blocks.index(reorged[-1]) < max(i for i, b in enumerate(blocks) if b["status"] == "new")
+    assert visible_transfers(transfers) == await chain.canonical_transfers(start)
+    assert_no_repeats(blocks, transfers)
+
+
+async def test_a_restart_across_new_blocks_and_a_reorg_leaves_no_gap_and_no_duplicate(
+    chain: Chain, feed_factory: Callable[[int, int], Feed]
+) -> None:
+    start = await chain.head() + 1
+    first = feed_factory(3, start)
+    first.run()
+    for i in range(4):
+        await chain.transfer(chain.usdc, 10_000 + i)
+    settings = first.settings
+    await wait_for(settings, "onchain.transfers", lambda ts: len({t["tx_hash"] for t in ts}) >= 4)
+    await first.stop()
+
+    # while the feed is down: two more blocks, then a reorg of four (two it published)
+    await chain.transfer(chain.weth, 5 * 10**17)
+    await chain.transfer(chain.usdc, 77)
+    await chain.rpc.call("anvil_reorg", [4, []])
+    await chain.transfer(chain.usdc, 88)
+
+    second = feed_factory(3, start)
+    second.run()
+    await chain.mine(3)
+    canonical = await chain.canonical(start)
+    blocks = await wait_for(
+        settings,
+        "onchain.blocks",
+        lambda bs: visible_blocks(bs) == canonical and confirmed_up_to(bs, max(canonical) - 2),
+    )
+    expected_transfers = await chain.canonical_transfers(start)
+    transfers = await wait_for(
+        settings, "onchain.transfers", lambda ts: visible_transfers(ts) == expected_transfers
+    )
+    await second.stop()
+
+    assert min(b["number"] for b in blocks) == start  # no gap at the start
+    assert visible_blocks(blocks) == canonical  # no gap, no orphan left visible
+    assert_no_repeats(blocks, transfers)
+    assert sum(b["status"] == "reorged" for b in blocks) >= 1  # seen after the restart
+    assert any(t["removed"] for t in transfers)  # published before, retracted after
+
+
+async def test_malformed_transfer_logs_go_to_the_dlq_and_the_feed_goes_on(
+    chain: Chain, feed_factory: Callable[[int, int], Feed]
+) -> None:
+    start = await chain.head() + 1
+    feed = feed_factory(3, start)
+    feed.run()
+    bad_tx = await transfer_emitter.send_log(
+        chain.rpc, chain.usdc, chain.accounts[0], chain.accounts[1], b"\x01\x02\x03\x04\x05"
+    )
+    good_tx = await chain.transfer(chain.usdc, 1)
+    settings = feed.settings
+    transfers = await wait_for(settings, "onchain.transfers", lambda ts: len(ts) >= 1)
+    letters = await wait_for(settings, "dlq", lambda ls: len(ls) >= 1)
+    await feed.stop()
+
+    assert [t["tx_hash"] for t in transfers[:1]] == [good_tx]
+    assert transfers[0]["amount"] == "0.000001"
+    [letter] = letters
+    assert letter["source_topic"] == f"chain:{CHAIN_ID}"
+    assert letter["error_kind"] == "rpc"
+    assert letter["reason"] == "Transfer log: Transfer log of USDC has 5 data bytes, not 32"
+    assert json.loads(letter["raw"])["transactionHash"] == bad_tx
+
+
+def test_a_node_of_another_chain_is_refused_with_one_clear_line(
+    chain: Chain, anvil_node: AnvilNode, pipeline_settings: Settings, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGFLOW_")}
+    env.update(settings_env(pipeline_settings))
+    result = subprocess.run(
+        [sys.executable, "-m", "sigflow", "ingest", "chain", "--rpc-url", anvil_node.url,
+         "--chain-id", "1", "--tokens", str(chain.tokens_file)],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: the node at {anvil_node.url} serves chain id 31337, not 1: "
+        "check --rpc-url and --chain-id"
+    )
+
+
+# ---- into ClickHouse through the sink role ------------------------------------------
+
+
+async def query(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
+    client = await connect(settings)
+    try:
+        result = await client.query(sql.replace("{db}", settings.clickhouse_database))
+        return [tuple(row) for row in result.result_rows]
+    finally:
+        await client.close()
+
+
+async def eventually(settings: Settings, sql: str, expected: Any, timeout: float = 60) -> None:
+    rows: Any = None
+    try:
+        async with asyncio.timeout(timeout):
+            while (rows := await query(settings, sql)) != expected:
+                await asyncio.sleep(0.3)
+    except TimeoutError:
+        pytest.fail(f"{sql}\nreturned {rows}, expected {expected}")
+
+
+async def test_chain_events_land_once_in_clickhouse_and_a_retraction_hides_the_orphan(
+    chain: Chain, feed_factory: Callable[[int, int], Feed], roles: Roles
+) -> None:
+    start = await chain.head() + 1
+    feed = feed_factory(10, start)
+    settings = feed.settings
+    await migrate(settings)  # the sink applies them too; here so queries work at once
+    roles.start("sink")
+    feed.run()
+    orphan_tx = await chain.transfer(chain.usdc, 2_500_000)
+    kept_tx = await chain.transfer(chain.usdc, 1)
+    await chain.mine(1)
+    visible = (
+        "SELECT tx_hash, toString(amount) FROM {db}.onchain_transfers_canonical ORDER BY block"
+    )
+    await eventually(settings, visible, [(orphan_tx, "2.5"), (kept_tx, "0.000001")])
+
+    # orphan the first transfer's block and the two after it; the second comes back
+    await chain.rpc.call("anvil_reorg", [3, []])
+    await chain.mine(2)
+    canonical = await chain.canonical(start)
+    await eventually(settings, visible, [])
+    blocks_sql = "SELECT number, hash FROM {db}.onchain_blocks_canonical ORDER BY number"
+    await eventually(settings, blocks_sql, sorted(canonical.items()))
+    await feed.stop()
+
+    rows = await query(
+        settings,
+        "SELECT count(), uniqExact(block_hash, log_index) FROM {db}.onchain_transfers FINAL",
+    )
+    assert rows == [(2, 2)]  # one row per transfer, the retraction in place of the original
+    removed = await query(
+        settings, "SELECT tx_hash FROM {db}.onchain_transfers FINAL WHERE removed ORDER BY block"
+    )
+    assert removed == [(orphan_tx,), (kept_tx,)]
+    rows = await query(settings, "SELECT count(), uniqExact(hash) FROM {db}.onchain_blocks FINAL")
+    assert rows[0][0] == rows[0][1]  # one row per block hash
+    assert roles.dead() == [], roles.logs()
