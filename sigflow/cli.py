@@ -23,7 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 stack_app = typer.Typer(help="The local broker + warehouse, running in the background.")
-ingest_app = typer.Typer(help="Put trades on the `trades` topic.")
+ingest_app = typer.Typer(help="Put trades and on-chain events on their topics.")
 schemas_app = typer.Typer(help="The published contract of every topic.")
 api_key_app = typer.Typer(help="API keys for the HTTP API (hashed at rest).")
 app.add_typer(stack_app, name="stack")
