@@ -49,3 +49,20 @@ PRODUCER_PENDING = Gauge(
     "sigflow_ingest_producer_pending",
     "Records queued for Kafka and not yet acknowledged (bounded by ingest_max_pending).",
 )
+
+# Chain feed
+REORGS = Counter(
+    "sigflow_ingest_reorgs_total",
+    "Chain reorganizations seen (orphaned blocks retracted), by source `chain:<id>`.",
+    ["source"],
+)
+REORGED_BLOCKS = Counter(
+    "sigflow_ingest_reorged_blocks_total",
+    "Blocks orphaned by reorganizations (the sum of their depths).",
+    ["source"],
+)
+BLOCKS_BEHIND = Gauge(
+    "sigflow_ingest_blocks_behind_head",
+    "The node's head minus the newest block the chain feed has published.",
+    ["source"],
+)

@@ -9,6 +9,7 @@ and the hot path still rejects invalid input with a precise reason.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from functools import cache
 from typing import Annotated, Any, Generic, NamedTuple, TypeVar, cast, get_args
 
@@ -97,7 +98,14 @@ class Codec(Generic[ModelT]):
         self._elements_decoder = msgspec.json.Decoder(list[msgspec.Raw])
         self._encoder = msgspec.json.Encoder(decimal_format="string")
         self._field_order = tuple(model.model_fields)
-        self._encode_struct_as_is = self.struct.__struct_fields__ == self._field_order
+        # Decimals go out in plain notation ("0.000000000000000001", never "1E-18"), so
+        # every consumer reads the exact amount without scientific-notation parsing.
+        self._decimal_fields = frozenset(
+            name for name, info in model.model_fields.items() if info.annotation is Decimal
+        )
+        self._encode_struct_as_is = (
+            self.struct.__struct_fields__ == self._field_order and not self._decimal_fields
+        )
         self._patterns = {
             name: pattern
             for name, info in model.model_fields.items()
@@ -179,7 +187,13 @@ class Codec(Generic[ModelT]):
         """Canonical JSON bytes: fields in contract order, so replays are byte-identical."""
         if self._encode_struct_as_is:
             return self._encoder.encode(event)
-        return self._encoder.encode({name: getattr(event, name) for name in self._field_order})
+        return self._encoder.encode(
+            {
+                name: format(value, "f") if name in self._decimal_fields else value
+                for name in self._field_order
+                for value in (getattr(event, name),)
+            }
+        )
 
     def encode_batch(self, events: list[Any]) -> bytes:
         """One record value holding `events` as a JSON array (see `decode_batch`)."""

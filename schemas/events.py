@@ -185,7 +185,13 @@ class OnchainBlock(Event):
     base_fee: int | None = Field(None, ge=0, description="Base fee per gas in wei (EIP-1559).")
     gas_used: int = Field(ge=0)
     tx_count: int = Field(ge=0)
-    status: Literal["new", "confirmed", "reorged"]
+    status: Literal["new", "confirmed", "reorged"] = Field(
+        description="`new` when first seen, `confirmed` once `confirmations` reached the "
+        "configured depth, `reorged` when a reorganization orphaned it."
+    )
+    confirmations: int = Field(
+        ge=0, description="Blocks on the canonical chain from this one to the head (0: reorged)."
+    )
 
 
 class OnchainTransfer(Event):
@@ -203,8 +209,12 @@ class OnchainTransfer(Event):
     to_address: str = Field(pattern=r"^0x[0-9a-f]{40}$")
     amount: Decimal = Field(ge=0, description="Decimal-adjusted token amount, exact.")
     usd_value: float | None = Field(None, ge=0, description="Amount in USD at sigflow's price.")
-    confirmations: int = Field(ge=0)
-    removed: bool = Field(False, description="True when a reorg orphaned this log.")
+    confirmations: int = Field(
+        ge=0, description="Blocks on the canonical chain from its block to the head (0: removed)."
+    )
+    removed: bool = Field(
+        False, description="True when a reorg orphaned this log: it retracts the earlier record."
+    )
 
 
 class DeadLetter(Event):

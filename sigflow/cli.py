@@ -23,7 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 stack_app = typer.Typer(help="The local broker + warehouse, running in the background.")
-ingest_app = typer.Typer(help="Put trades on the `trades` topic.")
+ingest_app = typer.Typer(help="Put trades and on-chain events on their topics.")
 schemas_app = typer.Typer(help="The published contract of every topic.")
 api_key_app = typer.Typer(help="API keys for the HTTP API (hashed at rest).")
 app.add_typer(stack_app, name="stack")
@@ -156,6 +156,54 @@ def ingest_exchanges(
 
 def _csv(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+@ingest_app.command("chain")
+def ingest_chain(
+    rpc_url: Annotated[
+        str | None,
+        typer.Option(help="EVM JSON-RPC URL (default: SIGFLOW_CHAIN_RPC_URL).", show_default=False),
+    ] = None,
+    chain_id: Annotated[
+        int | None,
+        typer.Option(min=1, help="Chain id the node must serve (default: SIGFLOW_CHAIN_ID)."),
+    ] = None,
+    tokens: Annotated[
+        Path | None,
+        typer.Option(
+            dir_okay=False,
+            help="TOML/JSON token list: address, symbol, decimals (default: SIGFLOW_CHAIN_TOKENS).",
+        ),
+    ] = None,
+    from_block: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="First block when nothing was published for this chain yet (default: head "
+            "minus the confirmation depth); a restart resumes from the topics instead.",
+        ),
+    ] = None,
+    confirmations: Annotated[
+        int | None,
+        typer.Option(min=1, help="Confirmation depth (default: SIGFLOW_CHAIN_CONFIRMATIONS)."),
+    ] = None,
+) -> None:
+    """Follow an EVM chain: blocks to `onchain.blocks`, ERC-20 transfers to `onchain.transfers`."""
+    from sigflow.roles import run_chain_ingest
+
+    settings = cli_settings()
+    update: dict[str, object] = {
+        name: value
+        for name, value in (
+            ("chain_rpc_url", rpc_url),
+            ("chain_id", chain_id),
+            ("chain_tokens", tokens),
+            ("chain_confirmations", confirmations),
+        )
+        if value is not None
+    }
+    fields = {name: getattr(settings, name) for name in Settings.model_fields}
+    run_chain_ingest(Settings.model_validate({**fields, **update}), from_block=from_block)
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""Entry points of the long-running roles: processor, sink, webhook dispatcher and API.
+"""Entry points of the long-running roles: processor, sink, webhook dispatcher, API,
+and the exchange and chain feeds.
 
 Each role prepares what it depends on (topics, migrations), exposes Prometheus metrics
 when `metrics_port` is set, and shuts down cleanly on SIGTERM/SIGINT.
@@ -112,6 +113,42 @@ def run_dispatcher(settings: Settings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, dispatcher.stop)
         await dispatcher.run()
+
+    _serve_metrics(settings)
+    asyncio.run(main())
+
+
+def run_chain_ingest(settings: Settings, *, from_block: int | None = None) -> None:
+    """Follow an EVM chain into `onchain.*` until SIGTERM/SIGINT, then flush and return."""
+    from ingest.chain.ingestor import ChainIngestor
+    from ingest.chain.tokens import load_token_list
+    from sigflow.exceptions import ConfigError
+
+    rpc_url = settings.chain_rpc_url.get_secret_value()
+    missing = [
+        option
+        for option, value in (
+            ("--rpc-url / SIGFLOW_CHAIN_RPC_URL", rpc_url),
+            ("--chain-id / SIGFLOW_CHAIN_ID", settings.chain_id),
+            ("--tokens / SIGFLOW_CHAIN_TOKENS", settings.chain_tokens),
+        )
+        if not value
+    ]
+    if missing or settings.chain_id is None or settings.chain_tokens is None:
+        raise ConfigError(f"ingest chain needs {', '.join(missing)}")
+    ingestor = ChainIngestor(
+        settings,
+        rpc_url=rpc_url,
+        chain_id=settings.chain_id,
+        tokens=load_token_list(settings.chain_tokens),
+        from_block=from_block,
+    )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, ingestor.stop)
+        await ingestor.run()
 
     _serve_metrics(settings)
     asyncio.run(main())

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sigflow.exceptions import ConfigError
@@ -117,6 +117,38 @@ class Settings(BaseSettings):
     )
     exchange_rest_max_attempts: int = Field(
         5, ge=1, description="Attempts per REST request (429/418/5xx/network errors retried)."
+    )
+
+    # Chain ingest (EVM JSON-RPC)
+    chain_rpc_url: SecretStr = Field(
+        SecretStr(""),
+        description="EVM JSON-RPC endpoint of `ingest chain` (secret: provider URLs carry keys).",
+    )
+    chain_id: int | None = Field(
+        None, ge=1, description="Chain id the node must serve (checked with eth_chainId)."
+    )
+    chain_tokens: Path | None = Field(
+        None, description="TOML or JSON list of ERC-20 tokens: address, symbol, decimals."
+    )
+    chain_confirmations: int = Field(
+        12, ge=1, description="Confirmations (blocks from a block to the head) that confirm it."
+    )
+    chain_poll_seconds: float = Field(
+        2.0, gt=0, description="How often the chain feed polls the head when caught up."
+    )
+    chain_batch_blocks: int = Field(
+        100, ge=1, description="Blocks fetched per batch request (catching up runs in batches)."
+    )
+    chain_reorg_window: int = Field(
+        128,
+        ge=2,
+        description="Recent blocks remembered to follow a reorg; deeper reorgs stop the feed.",
+    )
+    chain_rpc_timeout_seconds: float = Field(
+        10.0, gt=0, description="Timeout of one JSON-RPC HTTP request."
+    )
+    chain_rpc_retries: int = Field(
+        5, ge=0, description="Retries of a JSON-RPC request on transport errors, 429 and 5xx."
     )
 
     # ClickHouse
@@ -266,6 +298,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"not a CIDR network: {network!r}") from exc
         return value
 
+    @model_validator(mode="after")
+    def _window_holds_the_depth(self) -> Settings:
+        if self.chain_reorg_window <= self.chain_confirmations:
+            raise ValueError(
+                f"chain_reorg_window ({self.chain_reorg_window}) must exceed "
+                f"chain_confirmations ({self.chain_confirmations})"
+            )
+        return self
+
     def topic(self, name: str) -> str:
         """Full Kafka topic name for a registry name such as `trades`."""
         return f"{self.topic_prefix}{name}"
@@ -278,6 +319,8 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         problems = "; ".join(
             f"SIGFLOW_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
+            if error["loc"]
+            else error["msg"].removeprefix("Value error, ")  # a check across settings
             for error in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from None

@@ -13,7 +13,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import BaseModel
 
 from schemas.codec import Codec, codec_for
-from schemas.events import Candle, IndicatorValues, Signal, Trade
+from schemas.events import Candle, IndicatorValues, OnchainBlock, OnchainTransfer, Signal, Trade
 from schemas.topics import TOPICS
 from sinks import metrics
 from sinks.batching import Batch, BatchingSink, dedup_token
@@ -63,8 +63,8 @@ def indicator_columns(events: list[Any]) -> Columns:
     return columns
 
 
-def _field_route(topic: str, model: type[BaseModel]) -> TableRoute:
-    return TableRoute(topic, topic, model, tuple(model.model_fields), field_columns(model))
+def _field_route(topic: str, model: type[BaseModel], table: str | None = None) -> TableRoute:
+    return TableRoute(topic, table or topic, model, tuple(model.model_fields), field_columns(model))
 
 
 ROUTES = (
@@ -78,6 +78,8 @@ ROUTES = (
         ("exchange", "symbol", "interval", "open_time", "name", "value"),
         indicator_columns,
     ),
+    _field_route("onchain.blocks", OnchainBlock, "onchain_blocks"),
+    _field_route("onchain.transfers", OnchainTransfer, "onchain_transfers"),
 )
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from sigflow.exceptions import SigflowError
 from sigflow.settings import Settings, settings_env
+from sigflow.stack.anvil import AnvilNode
 from sigflow.stack.kafka import KafkaBroker
 from sigflow.stack.local import EmbeddedWarehouse
 from sigflow.stack.process import BackgroundProcess, free_port
@@ -107,3 +108,15 @@ def roles(pipeline_settings: Settings, tmp_path: Path) -> Iterator[Roles]:
     running = Roles(pipeline_settings, tmp_path / "roles")
     yield running
     running.stop_all()
+
+
+@pytest.fixture(scope="session")
+def anvil_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
+    """Foundry's anvil (npm, pinned in deploy/local/anvil) on a free port: a real EVM node."""
+    node = AnvilNode(tmp_path_factory.mktemp("anvil"), port=free_port())
+    try:
+        node.start()
+    except SigflowError as exc:
+        pytest.fail(f"the local EVM node (anvil) did not start: {exc}", pytrace=False)
+    yield node
+    node.stop()

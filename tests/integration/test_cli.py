@@ -126,6 +126,10 @@ async def test_migrate_applies_every_migration_once(
         "candles_1h",
         "daily_volume",
         "indicators",
+        "onchain_blocks",
+        "onchain_blocks_canonical",
+        "onchain_transfers",
+        "onchain_transfers_canonical",
         "schema_migrations",
         "signals",
         "trades",
@@ -263,6 +267,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "gas_used": 12_000_000,
         "tx_count": 150,
         "status": "confirmed",
+        "confirmations": 12,
     },
     "onchain.transfers": {
         "chain_id": 1,

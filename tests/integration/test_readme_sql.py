@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from clickhouse_connect.driver.asyncclient import AsyncClient
 
 from processors.candle_stream import to_candle
 from processors.candles import ClosedCandle, WindowAggregate
@@ -27,6 +29,25 @@ def readme_sql_statements() -> list[str]:
 
 def test_readme_has_sql_examples() -> None:
     assert len(readme_sql_statements()) >= 3
+
+
+async def insert_onchain_rows(client: AsyncClient, db: str) -> None:
+    """One confirmed mainnet block with a whale USDC transfer, as the chain feed makes them."""
+    block = {
+        "chain_id": 1, "number": 20_000_000, "hash": "0x" + "ab" * 32,
+        "parent_hash": "0x" + "cd" * 32, "timestamp": 1_700_000_000_000,
+        "base_fee": 4_200_000_000, "gas_used": 12_000_000, "tx_count": 150,
+        "status": "confirmed", "confirmations": 12,
+    }  # fmt: skip
+    transfer = {
+        "chain_id": 1, "block": 20_000_000, "block_hash": "0x" + "ab" * 32,
+        "timestamp": 1_700_000_000_000, "tx_hash": "0x" + "ef" * 32, "log_index": 7,
+        "token": "0x" + "12" * 20, "token_symbol": "USDC", "from_address": "0x" + "34" * 20,
+        "to_address": "0x" + "56" * 20, "amount": Decimal("2500000.000001"), "usd_value": None,
+        "confirmations": 12, "removed": False,
+    }  # fmt: skip
+    for table, row in (("onchain_blocks", block), ("onchain_transfers", transfer)):
+        await client.insert(f"{db}.{table}", [list(row.values())], column_names=list(row))
 
 
 @pytest.mark.parametrize("statement", readme_sql_statements())
@@ -71,6 +92,7 @@ async def test_readme_sql_example_returns_rows(statement: str, pipeline_settings
             ],
             column_names=["exchange", "symbol", "interval", "open_time", "name", "value"],
         )
+        await insert_onchain_rows(client, db)
         for view in ("candles_1h_refresh", "daily_volume_refresh"):  # rollups, now
             await client.command(f"SYSTEM REFRESH VIEW {db}.{view}")
             await client.command(f"SYSTEM WAIT VIEW {db}.{view}")
