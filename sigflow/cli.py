@@ -157,9 +157,12 @@ def api() -> None:
 @app.command()
 def migrate() -> None:
     """Apply pending ClickHouse migrations."""
+    from sigflow.dependencies import role_dependencies, wait_for_dependencies
     from sigflow.roles import migrate as apply
 
-    applied = asyncio.run(apply(cli_settings()))
+    settings = cli_settings()
+    wait_for_dependencies(role_dependencies(settings, "migrate"), settings.startup_timeout_seconds)
+    applied = asyncio.run(apply(settings))
     console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 
 
