@@ -267,6 +267,31 @@ def schemas_export(
         console.print(str(path))
 
 
+@schemas_app.command("asyncapi")
+def schemas_asyncapi(
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", dir_okay=False, help="Write here instead of stdout."),
+    ] = None,
+) -> None:
+    """Print the AsyncAPI 3.0 document of every topic (channels, keys, payload schemas)."""
+    import json
+
+    import sigflow
+    from schemas.asyncapi import asyncapi_document
+
+    settings = cli_settings()
+    document = asyncapi_document(
+        settings.topic_prefix, settings.kafka_bootstrap, sigflow.__version__
+    )
+    text = json.dumps(document, indent=2) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        console.print(f"wrote {output}")
+
+
 def main() -> None:
     """Console entry point: expected errors become one line and an exit code."""
     try:
