@@ -28,13 +28,14 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def role_lifecycle(settings: Settings, role: Role) -> Iterator[Readiness]:
-    """Wait for `role`'s dependencies, then serve its health and metrics while it runs.
+    """Serve `role`'s health and metrics while it waits for its dependencies, then runs.
 
-    The role calls `mark_started()` on the yielded `Readiness` once it can work, which
-    turns /readyz green (together with its dependencies answering).
+    /healthz answers during the wait, so a liveness probe does not kill a pod that is
+    waiting for Kafka; /readyz stays 503 until the role calls `mark_started()` on the
+    yielded `Readiness` once it can work (and its dependencies answer).
     """
-    wait_for_dependencies(role_dependencies(settings, role), settings.startup_timeout_seconds)
-    with serve_health(settings, role) as readiness:
+    with serve_health(settings, role) as readiness:  # alive (not ready) while waiting
+        wait_for_dependencies(role_dependencies(settings, role), settings.startup_timeout_seconds)
         yield readiness
 
 
