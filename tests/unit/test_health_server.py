@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 
 import httpx
 
@@ -71,3 +74,23 @@ def test_dependency_checks_are_cached_between_probes() -> None:
     for _ in range(5):
         assert readiness.checks()["clickhouse"] is True
     assert len(calls) == 1
+
+
+def run_healthcheck(metrics_port: int, api_port: int) -> int:
+    """`python -m sigflow.healthcheck` (the image's HEALTHCHECK) with these ports."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGFLOW_")}
+    env |= {"SIGFLOW_METRICS_PORT": str(metrics_port), "SIGFLOW_API_PORT": str(api_port)}
+    return subprocess.run(
+        [sys.executable, "-m", "sigflow.healthcheck"], env=env, timeout=30, check=False
+    ).returncode
+
+
+def test_container_healthcheck_passes_only_when_the_role_answers() -> None:
+    server = HealthServer("dispatch", Readiness([], cache_seconds=0))
+    server.start("127.0.0.1", 0)
+    try:
+        answering = run_healthcheck(server.port, closed_port())
+    finally:
+        server.stop()
+    assert answering == 0
+    assert run_healthcheck(closed_port(), closed_port()) == 1
