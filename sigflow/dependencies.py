@@ -34,6 +34,8 @@ ROLE_DEPENDENCIES: dict[Role, tuple[DependencyName, ...]] = {
 }
 
 POLL_SECONDS = 0.5
+_TITLES: dict[DependencyName, str] = {"kafka": "Kafka", "clickhouse": "ClickHouse"}
+_SETTINGS: dict[DependencyName, str] = {"kafka": "KAFKA_BOOTSTRAP", "clickhouse": "CLICKHOUSE_URL"}
 
 
 @dataclass(frozen=True)
@@ -104,9 +106,9 @@ def wait_for_dependencies(dependencies: list[Dependency], timeout: float) -> Non
         while (reason := needed.probe(min(2.0, max(0.1, deadline - time.monotonic())))) is not None:
             if time.monotonic() >= deadline:
                 raise DependencyUnavailable(
-                    f"{needed.name} at {needed.address} did not answer within {timeout:g} s "
-                    f"({reason}); check SIGFLOW_{_setting(needed.name)} or raise "
-                    "SIGFLOW_STARTUP_TIMEOUT_SECONDS"
+                    f"cannot reach {_TITLES[needed.name]} at {needed.address} within "
+                    f"{timeout:g} s ({reason}); check SIGFLOW_{_SETTINGS[needed.name]} "
+                    "or raise SIGFLOW_STARTUP_TIMEOUT_SECONDS"
                 )
             if not announced:
                 log.warning(
@@ -117,7 +119,3 @@ def wait_for_dependencies(dependencies: list[Dependency], timeout: float) -> Non
             time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
         if announced:
             log.info("dependency answers", extra={"dependency": needed.name})
-
-
-def _setting(name: DependencyName) -> str:
-    return {"kafka": "KAFKA_BOOTSTRAP", "clickhouse": "CLICKHOUSE_URL"}[name]

@@ -90,7 +90,8 @@ async def test_role_exits_with_one_line_naming_a_dependency_that_never_answers(
     elapsed = time.monotonic() - started
     assert result.returncode == 3, result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert one_line(last).startswith(f"error: {dependency} at "), result.stderr
+    title = {"kafka": "Kafka", "clickhouse": "ClickHouse"}[dependency]
+    assert one_line(last).startswith(f"error: cannot reach {title} at "), result.stderr
     assert address in last
     assert "SIGFLOW_STARTUP_TIMEOUT_SECONDS" in last
     assert elapsed < 15, "the start-up wait is bounded by the setting"
