@@ -233,9 +233,12 @@ def api() -> None:
 @app.command()
 def migrate() -> None:
     """Apply pending ClickHouse migrations."""
+    from sigflow.dependencies import role_dependencies, wait_for_dependencies
     from sigflow.roles import migrate as apply
 
-    applied = asyncio.run(apply(cli_settings()))
+    settings = cli_settings()
+    wait_for_dependencies(role_dependencies(settings, "migrate"), settings.startup_timeout_seconds)
+    applied = asyncio.run(apply(settings))
     console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 
 
@@ -523,6 +526,31 @@ def schemas_export(
 
     for path in export_json_schemas(directory, cli_settings().topic_prefix):
         console.print(str(path))
+
+
+@schemas_app.command("asyncapi")
+def schemas_asyncapi(
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", dir_okay=False, help="Write here instead of stdout."),
+    ] = None,
+) -> None:
+    """Print the AsyncAPI 3.0 document of every topic (channels, keys, payload schemas)."""
+    import json
+
+    import sigflow
+    from schemas.asyncapi import asyncapi_document
+
+    settings = cli_settings()
+    document = asyncapi_document(
+        settings.topic_prefix, settings.kafka_bootstrap, sigflow.__version__
+    )
+    text = json.dumps(document, indent=2) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        console.print(f"wrote {output}")
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
     SigflowError
     ├── ConfigError          settings that cannot work (bad URL, missing binary)
     ├── StackError           the local broker or warehouse failed to start or stop
+    │   └── DependencyUnavailable  Kafka/ClickHouse did not answer within the start-up wait
     ├── SchemaError          (schemas.exceptions) input that does not match a topic's schema
     ├── IngestError          (ingest.exceptions) a source that cannot be read
     ├── IndicatorInputError  (processors.exceptions) a candle an indicator cannot take
@@ -32,3 +33,7 @@ class StackError(SigflowError):
     """A local service (broker, warehouse) failed to start, answer or stop."""
 
     exit_code = 3
+
+
+class DependencyUnavailable(StackError):
+    """A service a role needs (Kafka, ClickHouse) did not answer within the start-up wait."""

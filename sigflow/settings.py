@@ -264,7 +264,24 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
     log_json: bool = Field(True, description="Structured JSON logs (false: human-readable).")
     metrics_port: int = Field(
-        0, ge=0, le=65535, description="Prometheus metrics port for ingest/process/sink (0: off)."
+        0,
+        ge=0,
+        le=65535,
+        description="Port of the /metrics, /healthz, /readyz server of ingest/process/sink/"
+        "dispatch (0: off; the API serves them on its own port).",
+    )
+
+    # Deployment: health server and start-up
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the metrics/health server binds to (0.0.0.0 in a pod)."
+    )
+    startup_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How long a role waits at start-up for Kafka/ClickHouse before it exits.",
+    )
+    readiness_cache_seconds: float = Field(
+        5.0, ge=0, description="How long a /readyz dependency check result is reused."
     )
 
     @field_validator("clickhouse_url")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import SettingsDep
+from sigflow.dependencies import dependency
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
@@ -20,23 +21,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def _kafka_reachable(bootstrap: str, timeout: float = 2.0) -> bool:
-    for address in bootstrap.split(","):
-        host, _, port = address.strip().rpartition(":")
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
-        except (OSError, TimeoutError, ValueError):
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return True
-    return False
-
-
 @router.get("/readyz")
 async def readyz(request: Request, settings: SettingsDep) -> JSONResponse:
     """Ready when ClickHouse answers a query and a Kafka bootstrap server accepts connections."""
-    checks = {"kafka": await _kafka_reachable(settings.kafka_bootstrap)}
+    kafka = dependency(settings, "kafka")
+    checks = {"kafka": await asyncio.to_thread(kafka.reachable)}
     try:
         client = await request.app.state.warehouse.client()
         await client.query("SELECT 1")
