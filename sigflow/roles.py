@@ -97,7 +97,7 @@ def run_exchange_feeds(settings: Settings, exchanges: list[str], symbols: list[s
 
     adapters = select_adapters(settings, exchanges, symbols)  # bad input fails first
 
-    async def main() -> None:
+    async def main(readiness: Readiness) -> None:
         producer = EventProducer(settings, component="ingest.exchanges")
         feeds = [ExchangeFeed(adapter, settings, producer) for adapter in adapters]
         stop = asyncio.Event()
@@ -105,6 +105,7 @@ def run_exchange_feeds(settings: Settings, exchanges: list[str], symbols: list[s
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with producer:
+            readiness.mark_started()
             running = asyncio.create_task(run_feeds(feeds))
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -116,25 +117,26 @@ def run_exchange_feeds(settings: Settings, exchanges: list[str], symbols: list[s
             await producer.flush()
         log.info("exchange feeds stopped", extra={"exchanges": exchanges})
 
-    _serve_metrics(settings)
-    asyncio.run(main())
+    with role_lifecycle(settings, "ingest") as readiness:
+        asyncio.run(main(readiness))
 
 
 def run_dispatcher(settings: Settings) -> None:
     """Deliver alerts to webhooks until SIGTERM/SIGINT, then finish attempts and commit."""
     from sinks.webhooks.dispatcher import WebhookDispatcher
 
-    async def main() -> None:
+    async def main(readiness: Readiness) -> None:
         await ensure_topics(settings)
         await migrate(settings)
         dispatcher = WebhookDispatcher(settings)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, dispatcher.stop)
+        readiness.mark_started()
         await dispatcher.run()
 
-    _serve_metrics(settings)
-    asyncio.run(main())
+    with role_lifecycle(settings, "dispatch") as readiness:
+        asyncio.run(main(readiness))
 
 
 def run_chain_ingest(settings: Settings, *, from_block: int | None = None) -> None:
@@ -163,14 +165,15 @@ def run_chain_ingest(settings: Settings, *, from_block: int | None = None) -> No
         from_block=from_block,
     )
 
-    async def main() -> None:
+    async def main(readiness: Readiness) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, ingestor.stop)
+        readiness.mark_started()
         await ingestor.run()
 
-    _serve_metrics(settings)
-    asyncio.run(main())
+    with role_lifecycle(settings, "ingest") as readiness:
+        asyncio.run(main(readiness))
 
 
 def run_api(settings: Settings) -> None:
