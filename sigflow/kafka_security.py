@@ -14,6 +14,7 @@ server and says why, as one line: unreachable, TLS refused, or login refused.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from typing import Any
 
@@ -36,6 +37,27 @@ __all__ = [
     "kafka_security_options",
     "kafka_ssl_context",
 ]
+
+
+class _RedactSaslRequests(logging.Filter):
+    """aiokafka logs every request at DEBUG, SASL PLAIN's `user\\0user\\0password` bytes
+    included: show those requests without their payload."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+            type(arg).__name__.startswith("SaslAuthenticateRequest") for arg in record.args
+        ):
+            record.args = tuple(
+                f"{type(arg).__name__}(<redacted>)"
+                if type(arg).__name__.startswith("SaslAuthenticateRequest")
+                else arg
+                for arg in record.args
+            )
+        return True
+
+
+# A logger filter applies to every record of that logger, whatever handlers are configured.
+logging.getLogger("aiokafka.conn").addFilter(_RedactSaslRequests())
 
 _AUTH_ERRORS = (
     SaslAuthenticationFailed,
@@ -119,7 +141,7 @@ def _explain(settings: Settings, exc: BaseException) -> KafkaConnectError:
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
         return KafkaTLSError(
-            f"TLS handshake with {where} failed: {exc.verify_message} "
+            f"TLS handshake with {where} failed: certificate verify failed: {exc.verify_message} "
             "(is SIGFLOW_KAFKA_SSL_CAFILE the CA that signed the broker certificate?)"
         )
     if isinstance(exc, ssl.SSLError):
@@ -135,5 +157,7 @@ def _explain(settings: Settings, exc: BaseException) -> KafkaConnectError:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc) or exc.__class__.__name__
-    return text.splitlines()[0]
+    # aiokafka's str() prefixes "[Error 58] SaslAuthenticationFailed: "; the broker's own
+    # message is its first argument.
+    text = str(exc.args[0]) if isinstance(exc, KafkaError) and exc.args else str(exc)
+    return (text or exc.__class__.__name__).splitlines()[0]
