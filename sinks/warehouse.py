@@ -58,7 +58,12 @@ async def connect(settings: Settings, *, database: str | None = None) -> AsyncCl
             **clickhouse_tls_options(settings),
         )
     except (ClickHouseError, OSError) as exc:
+        detail = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:300]
+        hint = (
+            "is it running, and do SIGFLOW_CLICKHOUSE_CA_FILE/CLIENT_CERT/VERIFY fit its TLS?"
+            if url.scheme == "https"
+            else "is it running? try `sigflow stack up`"
+        )
         raise StackError(
-            f"cannot reach ClickHouse at {settings.clickhouse_url} ({exc.__class__.__name__}); "
-            "is it running? try `sigflow stack up`"
+            f"cannot reach ClickHouse at {settings.clickhouse_url} ({detail}); {hint}"
         ) from exc

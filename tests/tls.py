@@ -24,6 +24,7 @@ class TLSFiles:
     untrusted_ca: Path  # a CA that signed neither
     server_cert: Path  # server certificate chain for 127.0.0.1 and localhost
     server_key: Path
+    server_key_encrypted: Path  # the server key, encrypted with KEY_PASSWORD
     server_keystore: Path  # server key + chain in one file (a Kafka PEM keystore)
     client_cert: Path
     client_key: Path
@@ -53,6 +54,7 @@ def make_tls_files(directory: Path) -> TLSFiles:
         untrusted_ca=directory / "untrusted-ca.pem",
         server_cert=directory / "server.crt",
         server_key=directory / "server.key",
+        server_key_encrypted=directory / "server-encrypted.key",
         server_keystore=directory / "server-keystore.pem",
         client_cert=directory / "client.crt",
         client_key=directory / "client.key",
@@ -64,6 +66,7 @@ def make_tls_files(directory: Path) -> TLSFiles:
     server_key = _pkcs8(server.private_key_pem.bytes())
     files.server_cert.write_bytes(server_chain)
     files.server_key.write_bytes(server_key)
+    files.server_key_encrypted.write_bytes(_pkcs8(server.private_key_pem.bytes(), KEY_PASSWORD))
     files.server_keystore.write_bytes(server_key + server_chain)
     files.client_cert.write_bytes(b"".join(blob.bytes() for blob in client.cert_chain_pems))
     files.client_key.write_bytes(_pkcs8(client.private_key_pem.bytes()))
