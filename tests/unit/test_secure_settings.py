@@ -232,3 +232,22 @@ def test_clickhouse_tls_options(tls: TLSFiles) -> None:
         "client_cert": str(tls.client_cert),
         "client_cert_key": str(tls.client_key),
     }
+
+
+def test_secure_settings_round_trip_through_a_child_environment(
+    monkeypatch: pytest.MonkeyPatch, tls: TLSFiles
+) -> None:
+    settings = sasl_ssl(
+        tls,
+        kafka_ssl_certfile=tls.client_cert,
+        kafka_ssl_keyfile=tls.client_key_encrypted,
+        kafka_ssl_key_password=SecretStr(KEY_PASSWORD),
+        kafka_ssl_check_hostname=False,
+        clickhouse_url="https://ch:8443",
+        clickhouse_ca_file=tls.ca,
+        api_ssl_certfile=tls.server_cert,
+        api_ssl_keyfile=tls.server_key,
+    )
+    for key, value in settings_env(settings).items():
+        monkeypatch.setenv(key, value)
+    assert Settings() == settings
