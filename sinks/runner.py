@@ -80,11 +80,11 @@ class SinkRunner:
             max_rows=self.settings.sink_batch_rows,
             max_age_seconds=self.settings.sink_flush_seconds,
         )
-        await start_kafka_client(self.producer, self.settings)
-        await start_kafka_client(self.consumer, self.settings)
-        self.consumer.subscribe(list(self.routes), listener=_FlushOnRevoke(self))
         backoff = BACKOFF_START_SECONDS
-        try:
+        try:  # a client that fails to start leaves nothing open behind it
+            await start_kafka_client(self.producer, self.settings)
+            await start_kafka_client(self.consumer, self.settings)
+            self.consumer.subscribe(list(self.routes), listener=_FlushOnRevoke(self))
             while not self._stopping.is_set():
                 if self.sink.due():
                     try:

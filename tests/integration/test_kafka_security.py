@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
 import sys
 import time
 import uuid
@@ -293,3 +295,24 @@ async def test_processor_and_sink_roles_run_over_sasl_ssl_with_a_secret_file(
         for role in roles:
             role.stop(timeout=20)
         assert PASSWORD not in "".join(r.log_file.read_text() for r in roles)
+
+
+def test_a_role_with_a_wrong_password_exits_with_one_error_line(
+    secure_kafka: KafkaBroker, tls: TLSFiles, tmp_path: Path
+) -> None:
+    wrong = "wrong-role-password"
+    settings = secure_settings(secure_kafka, tls, tmp_path, kafka_sasl_password=SecretStr(wrong))
+    result = subprocess.run(
+        [sys.executable, "-m", "sigflow", "process"],
+        env={**os.environ, **settings_env(settings)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.splitlines()[-1].startswith(
+        f"error: Kafka at {secure_kafka.sasl_ssl_bootstrap} (SASL_SSL) refused the "
+        f"SCRAM-SHA-512 login of user '{USER}'"
+    )
+    assert wrong not in result.stdout + result.stderr
