@@ -14,10 +14,12 @@ import time
 from typing import Any
 
 import faust
+from faust.auth import Credentials
 
 from processors import metrics
 from processors.candle_stream import CandleStream, RawRecord
 from processors.signals import SignalEngine, load_rules
+from sigflow.kafka_security import kafka_security_options
 from sigflow.settings import Settings
 
 
@@ -26,11 +28,29 @@ def faust_broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(","))
 
 
+def faust_credentials(settings: Settings) -> Credentials | None:
+    """The Kafka security options as Faust `broker_credentials` (Faust hands them on to
+    the aiokafka clients it creates, so they match `kafka_security_options`)."""
+    options = kafka_security_options(settings)
+    protocol = options["security_protocol"]
+    if protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=options["sasl_plain_username"],
+            password=options["sasl_plain_password"],
+            mechanism=options["sasl_mechanism"],
+            ssl_context=options.get("ssl_context"),  # None: SASL_PLAINTEXT
+        )
+    if protocol == "SSL":
+        return faust.SSLCredentials(options["ssl_context"])
+    return None
+
+
 def create_app(settings: Settings) -> faust.App:
     """The processor app with its topics, state table and candle agent."""
     app = faust.App(
         settings.processor_app_id,
         broker=faust_broker_url(settings.kafka_bootstrap),
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,

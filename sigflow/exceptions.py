@@ -4,6 +4,9 @@
     ├── ConfigError          settings that cannot work (bad URL, missing binary)
     ├── StackError           the local broker or warehouse failed to start or stop
     │   └── DependencyUnavailable  Kafka/ClickHouse did not answer within the start-up wait
+    │   └── KafkaConnectError    Kafka unreachable or refusing us
+    │       ├── KafkaAuthError   the broker refused the SASL login
+    │       └── KafkaTLSError    the TLS handshake failed (untrusted CA, wrong certificate)
     ├── SchemaError          (schemas.exceptions) input that does not match a topic's schema
     ├── IngestError          (ingest.exceptions) a source that cannot be read
     ├── IndicatorInputError  (processors.exceptions) a candle an indicator cannot take
@@ -37,3 +40,15 @@ class StackError(SigflowError):
 
 class DependencyUnavailable(StackError):
     """A service a role needs (Kafka, ClickHouse) did not answer within the start-up wait."""
+
+
+class KafkaConnectError(StackError):
+    """Kafka cannot be reached, or refuses the connection."""
+
+
+class KafkaAuthError(KafkaConnectError):
+    """The broker refused the SASL login (wrong user, password or mechanism)."""
+
+
+class KafkaTLSError(KafkaConnectError):
+    """The TLS handshake with the broker failed (untrusted CA, wrong or missing certificate)."""

@@ -1,16 +1,23 @@
-"""Kafka clients configured the sigflow way, and topic creation from the registry."""
+"""Kafka clients configured the sigflow way, and topic creation from the registry.
+
+Connection and security options come from `sigflow.kafka_security.kafka_client_options`;
+`start_kafka_client` starts any client within a time limit and turns a failure into a
+one-line `KafkaConnectError` (unreachable, TLS refused, or login refused).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from schemas.topics import TOPICS
-from sigflow.exceptions import StackError
+from sigflow.exceptions import KafkaConnectError, StackError
+from sigflow.kafka_security import check_kafka_connection, kafka_client_options
 from sigflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -19,7 +26,7 @@ log = logging.getLogger(__name__)
 def create_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     """A producer with explicit durability: acks=all, idempotent unless the broker can't."""
     options: dict[str, object] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
+        **kafka_client_options(settings),
         "acks": "all",
         "enable_idempotence": settings.kafka_idempotent_producer,
         "linger_ms": 5,
@@ -30,16 +37,29 @@ def create_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer
     return AIOKafkaProducer(**options)
 
 
+KafkaClient: TypeAlias = AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient
+
+
+async def start_kafka_client(
+    client: KafkaClient, settings: Settings, timeout: float = 30.0
+) -> None:
+    """Start `client` within `timeout` seconds, or close it and raise a `KafkaConnectError`
+    that says why (aiokafka itself only reports "Unable to bootstrap")."""
+    try:
+        await asyncio.wait_for(client.start(), timeout)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+        await check_kafka_connection(settings, min(timeout, 10.0))  # raises the reason
+        raise KafkaConnectError(
+            f"cannot start a Kafka client for {settings.kafka_bootstrap}: "
+            f"{exc or exc.__class__.__name__}"
+        ) from exc
+
+
 async def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Create every registry topic that does not exist yet; return the ones created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    try:
-        await asyncio.wait_for(admin.start(), timeout)
-    except (KafkaConnectionError, TimeoutError) as exc:
-        raise StackError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap} "
-            "(is it running? try `sigflow stack up`)"
-        ) from exc
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
+    await start_kafka_client(admin, settings, timeout)
     try:
         existing = set(await admin.list_topics())
         wanted = [
@@ -73,8 +93,8 @@ async def consumer_lag(settings: Settings, group: str, topics: list[str]) -> int
     Reads commits through a consumer of the group that never subscribes (so it does not
     join or disturb the group); the admin OffsetFetch is not served by every broker.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
+    await start_kafka_client(admin, settings)
     try:
         described = await admin.describe_topics(topics)
     finally:
@@ -84,8 +104,8 @@ async def consumer_lag(settings: Settings, group: str, topics: list[str]) -> int
         for topic in described
         for partition in topic["partitions"]
     ]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group)
-    await consumer.start()
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings), group_id=group)
+    await start_kafka_client(consumer, settings)
     try:
         ends = await consumer.end_offsets(partitions)
         committed = {tp: await consumer.committed(tp) for tp in partitions}

@@ -187,5 +187,9 @@ def run_api(settings: Settings) -> None:
         port=settings.api_port,
         log_config=None,
         access_log=False,
+        # HTTPS straight from uvicorn when a certificate is configured (None: plain HTTP).
+        ssl_certfile=settings.api_ssl_certfile,
+        ssl_keyfile=settings.api_ssl_keyfile,
+        ssl_keyfile_password=settings.api_ssl_keyfile_password.get_secret_value() or None,
     )
     uvicorn.Server(config).run()

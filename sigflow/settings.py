@@ -6,15 +6,22 @@ import ipaddress
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
 from sigflow.exceptions import ConfigError
 
 BrokerKind = Literal["auto", "kafka", "tansu"]
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 def _default_data_dir() -> Path:
@@ -32,6 +39,23 @@ class Settings(BaseSettings):
     """Every setting has a default that works on one machine with `sigflow stack up`."""
 
     model_config = SettingsConfigDict(env_prefix="SIGFLOW_", env_file=".env", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: arguments, env, .env, then secret files (they fill what is unset).
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            SecretFiles(settings_cls, (init_settings, env_settings, dotenv_settings)),
+        )
 
     # Kafka
     kafka_bootstrap: str = Field(
@@ -284,6 +308,119 @@ class Settings(BaseSettings):
         5.0, ge=0, description="How long a /readyz dependency check result is reused."
     )
 
+    # Secure connections: Kafka TLS/SASL, ClickHouse TLS, API TLS (see README "Secure
+    # connections"). Secrets are SecretStr, read from env or from files in `secrets_dir`.
+    secrets_dir: Path | None = Field(
+        None,
+        description="Directory of secret files, one per setting named like its env var "
+        "(e.g. /run/secrets/SIGFLOW_KAFKA_SASL_PASSWORD); env vars take precedence.",
+    )
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        "PLAINTEXT",
+        description="Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL.",
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism = Field(
+        "SCRAM-SHA-512", description="SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."
+    )
+    kafka_sasl_username: str = Field("", description="SASL user (SASL_* protocols).")
+    kafka_sasl_password: SecretStr = Field(
+        SecretStr(""), description="SASL password (SASL_* protocols)."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="PEM CA bundle that signed the brokers' certificates (empty: system CAs)."
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        None, description="PEM client certificate for mutual TLS (may also hold the key)."
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        None, description="PEM private key of the client certificate."
+    )
+    kafka_ssl_key_password: SecretStr = Field(
+        SecretStr(""), description="Password of an encrypted client key (empty: not encrypted)."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="Check that broker certificates name the host connected to."
+    )
+    clickhouse_verify: bool = Field(
+        True, description="Verify the ClickHouse server certificate (https URLs)."
+    )
+    clickhouse_ca_file: Path | None = Field(
+        None, description="PEM CA bundle for the ClickHouse server certificate (empty: system CAs)."
+    )
+    clickhouse_client_cert: Path | None = Field(
+        None, description="PEM client certificate for ClickHouse mutual TLS."
+    )
+    clickhouse_client_cert_key: Path | None = Field(
+        None, description="PEM private key of the ClickHouse client certificate."
+    )
+    api_ssl_certfile: Path | None = Field(
+        None, description="PEM certificate (chain) the API serves HTTPS with (empty: plain HTTP)."
+    )
+    api_ssl_keyfile: Path | None = Field(
+        None, description="PEM private key of the API certificate."
+    )
+    api_ssl_keyfile_password: SecretStr = Field(
+        SecretStr(""), description="Password of an encrypted API key (empty: not encrypted)."
+    )
+
+    @field_validator(
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        "clickhouse_ca_file",
+        "clickhouse_client_cert",
+        "clickhouse_client_cert_key",
+        "api_ssl_certfile",
+        "api_ssl_keyfile",
+    )
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _secure_connections_consistent(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL_"):
+            if not self.kafka_sasl_username or not self.kafka_sasl_password.get_secret_value():
+                raise ValueError(
+                    f"SIGFLOW_KAFKA_SECURITY_PROTOCOL={protocol} needs SIGFLOW_KAFKA_SASL_USERNAME "
+                    "and SIGFLOW_KAFKA_SASL_PASSWORD"
+                )
+        elif self.kafka_sasl_username:
+            raise ValueError(
+                "SIGFLOW_KAFKA_SASL_USERNAME is set but "
+                f"SIGFLOW_KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL "
+                "(use SASL_SSL or SASL_PLAINTEXT)"
+            )
+        tls_files = [self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile]
+        if protocol not in ("SSL", "SASL_SSL") and any(tls_files):
+            raise ValueError(
+                f"SIGFLOW_KAFKA_SSL_* files are set but SIGFLOW_KAFKA_SECURITY_PROTOCOL={protocol} "
+                "does not use TLS (use SSL or SASL_SSL)"
+            )
+        pairs = [
+            ("SIGFLOW_KAFKA_SSL_KEYFILE", self.kafka_ssl_keyfile, self.kafka_ssl_certfile),
+            (
+                "SIGFLOW_CLICKHOUSE_CLIENT_CERT_KEY",
+                self.clickhouse_client_cert_key,
+                self.clickhouse_client_cert,
+            ),
+            ("SIGFLOW_API_SSL_KEYFILE", self.api_ssl_keyfile, self.api_ssl_certfile),
+        ]
+        for name, key, cert in pairs:
+            if key is not None and cert is None:
+                raise ValueError(f"{name} needs its certificate file set as well")
+        if self.api_ssl_certfile is not None and self.api_ssl_keyfile is None:
+            raise ValueError("SIGFLOW_API_SSL_CERTFILE needs SIGFLOW_API_SSL_KEYFILE")
+        clickhouse_tls = [self.clickhouse_ca_file, self.clickhouse_client_cert]
+        if any(clickhouse_tls) and urlsplit(self.clickhouse_url).scheme != "https":
+            raise ValueError(
+                "SIGFLOW_CLICKHOUSE_CA_FILE/CLIENT_CERT need an https:// SIGFLOW_CLICKHOUSE_URL"
+            )
+        return self
+
     @field_validator("clickhouse_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -329,18 +466,51 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}{name}"
 
 
+class SecretFiles(PydanticBaseSettingsSource):
+    """Secret files from the `secrets_dir` that the other sources name (Docker/Kubernetes
+    mount them at /run/secrets): `secrets_dir` itself is an ordinary setting, so it is found
+    in the arguments, env or .env before its files are read."""
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], sources: tuple[PydanticBaseSettingsSource, ...]
+    ) -> None:
+        super().__init__(settings_cls)
+        self.sources = sources
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads the whole directory at once
+
+    def __call__(self) -> dict[str, Any]:
+        directory = next(
+            (found for source in self.sources if (found := source().get("secrets_dir"))), None
+        )
+        if directory is None:
+            return {}
+        if not Path(directory).is_dir():
+            raise ConfigError(
+                f"invalid settings: SIGFLOW_SECRETS_DIR: no such directory: {directory}"
+            )
+        return SecretsSettingsSource(self.settings_cls, secrets_dir=directory)()
+
+
 def load_settings() -> Settings:
     """Settings from the environment; a bad value is a `ConfigError` naming the variable."""
     try:
         return Settings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"SIGFLOW_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
-            if error["loc"]
-            else error["msg"].removeprefix("Value error, ")  # a check across settings
-            for error in exc.errors()
-        )
-        raise ConfigError(f"invalid settings: {problems}") from None
+        raise ConfigError(f"invalid settings: {validation_problems(exc)}") from None
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """One line naming each bad `SIGFLOW_*` variable (or the rule that two of them break)."""
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if error["loc"]:
+            name = "_".join(str(part) for part in error["loc"]).upper()
+            message = f"SIGFLOW_{name}: {message}"
+        problems.append(message)
+    return "; ".join(problems)
 
 
 @lru_cache(maxsize=1)

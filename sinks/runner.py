@@ -19,7 +19,8 @@ from aiokafka.structs import ConsumerRecord
 
 from schemas.dead_letters import reject_element, reject_record
 from schemas.exceptions import SchemaError
-from sigflow.kafka import create_producer
+from sigflow.kafka import create_producer, start_kafka_client
+from sigflow.kafka_security import kafka_client_options
 from sigflow.settings import Settings
 from sinks import metrics
 from sinks.clickhouse import ROUTES, ClickHouseSink, TableRoute
@@ -57,7 +58,7 @@ class SinkRunner:
         self.settings = settings
         self.routes: dict[str, TableRoute] = {settings.topic(r.topic): r for r in ROUTES}
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **kafka_client_options(settings),
             group_id=settings.sink_group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -80,11 +81,11 @@ class SinkRunner:
             max_rows=self.settings.sink_batch_rows,
             max_age_seconds=self.settings.sink_flush_seconds,
         )
-        await self.producer.start()
-        await self.consumer.start()
-        self.consumer.subscribe(list(self.routes), listener=_FlushOnRevoke(self))
         backoff = BACKOFF_START_SECONDS
-        try:
+        try:  # a client that fails to start leaves nothing open behind it
+            await start_kafka_client(self.producer, self.settings)
+            await start_kafka_client(self.consumer, self.settings)
+            self.consumer.subscribe(list(self.routes), listener=_FlushOnRevoke(self))
             while not self._stopping.is_set():
                 if self.sink.due():
                     try:

@@ -21,6 +21,7 @@ from aiokafka.structs import ConsumerRecord
 
 from ingest.chain.follower import BLOCK_CODEC, TRANSFER_CODEC
 from schemas.exceptions import SchemaError
+from sigflow.kafka_security import kafka_client_options
 from sigflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class Published:
 async def topic_partitions(settings: Settings, topic: str) -> list[int]:
     """Partition ids of `topic` as the brokers report them (a topic created a moment ago
     may take a few metadata rounds to appear)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await admin.start()
     try:
         async with asyncio.timeout(READ_TIMEOUT_SECONDS):
@@ -98,7 +99,7 @@ async def read_published(settings: Settings, chain_id: int, window: int) -> Publ
     """The newest records of `chain_id`: at least `window` block numbers, if there are."""
     key = chain_key(chain_id)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_client_options(settings),
         enable_auto_commit=False,
         isolation_level="read_committed",
     )

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -66,6 +67,11 @@ class KafkaBroker:
 
     ``data_dir`` holds storage, cluster id, pid file and ``kafka.log``; a broker started by
     one process is seen and stopped by another that uses the same ``data_dir``.
+
+    With ``sasl_ssl_port`` the broker also listens for SASL_SSL clients there: TLS with the
+    PEM ``keystore`` (PKCS#8 key + certificate chain), and each of ``sasl_users`` (name ->
+    password) may log in with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512. SCRAM users are
+    written when the storage is formatted, so they are fixed at the first start.
     """
 
     def __init__(
@@ -76,12 +82,18 @@ class KafkaBroker:
         version: str = "4.4.0",
         *,
         libs_dir: Path | None = None,
+        sasl_ssl_port: int | None = None,
+        keystore: Path | None = None,
+        sasl_users: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
         self.controller_port = controller_port
         self.version = version
         self.libs_dir = libs_dir  # None: kafka.sh's cache, deploy/local/kafka/libs/<version>
+        self.sasl_ssl_port = sasl_ssl_port
+        self.keystore = keystore
+        self.sasl_users = dict(sasl_users or {})
 
     def __repr__(self) -> str:
         return f"KafkaBroker({self.data_dir!s}, port={self.port}, version={self.version!r})"
@@ -90,6 +102,13 @@ class KafkaBroker:
     def bootstrap(self) -> str:
         """Bootstrap servers for clients."""
         return f"{_HOST}:{self.port}"
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        """Bootstrap servers of the SASL_SSL listener."""
+        if self.sasl_ssl_port is None:
+            raise ConfigError(f"{self!r} has no SASL_SSL listener (no sasl_ssl_port)")
+        return f"{_HOST}:{self.sasl_ssl_port}"
 
     @property
     def log_file(self) -> Path:
@@ -146,6 +165,10 @@ class KafkaBroker:
         }
         if self.libs_dir is not None:
             env["KAFKA_LIBS_DIR"] = str(self.libs_dir)
+        if self.sasl_ssl_port is not None:
+            env["KAFKA_SASL_SSL_PORT"] = str(self.sasl_ssl_port)
+            env["KAFKA_SSL_KEYSTORE"] = str(self.keystore or "")
+            env["KAFKA_SASL_USERS"] = " ".join(f"{n}:{p}" for n, p in self.sasl_users.items())
         try:
             result = subprocess.run(
                 [bash, str(LAUNCHER), command],

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from schemas.dead_letters import reject_record
 from schemas.events import Alert, PendingDelivery
 from sigflow.kafka import create_producer
+from sigflow.kafka_security import kafka_client_options
 from sigflow.settings import Settings
 from sinks.warehouse import connect, database_name
 from sinks.webhooks import metrics
@@ -85,7 +86,7 @@ class WebhookDispatcher:
             settings.webhook_backoff_base_seconds, settings.webhook_backoff_max_seconds
         )
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **kafka_client_options(settings),
             group_id=settings.webhook_group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -22,6 +22,15 @@
 #   KAFKA_HEAP_OPTS        JVM heap options                             -Xmx1g
 #   JAVA_HOME              Java 17+ to use instead of `java` on PATH
 #
+# A second client listener with TLS and SASL (tests of secure connections), off by default:
+#   KAFKA_SASL_SSL_PORT    SASL_SSL port on 127.0.0.1 (empty: no such listener)
+#   KAFKA_SSL_KEYSTORE     PEM file: the broker's PKCS#8 private key (unencrypted) and its
+#                          certificate chain; required with KAFKA_SASL_SSL_PORT
+#   KAFKA_SASL_USERS       space-separated name:password pairs; each user may log in with
+#                          PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512. SCRAM users are written when
+#                          storage is formatted, i.e. on the first start of a data dir only.
+#                          Names and passwords: letters, digits and . _ ~ - only.
+#
 # Exit status: 0 done, 1 the broker failed (details on stderr), 2 a missing tool or bad setting.
 #
 # KAFKA_DATA_DIR holds: server.properties (rendered from server.properties.template on every
@@ -38,6 +47,9 @@ KAFKA_LIBS_DIR="${KAFKA_LIBS_DIR:-$HERE/libs/$KAFKA_VERSION}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
 KAFKA_STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xmx1g}"
+KAFKA_SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-}"
+KAFKA_SSL_KEYSTORE="${KAFKA_SSL_KEYSTORE:-}"
+KAFKA_SASL_USERS="${KAFKA_SASL_USERS:-}"
 JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
 READY_LINE="Kafka Server started"
 LOG_TAIL_LINES=30
@@ -75,6 +87,24 @@ check_settings() {
         [[ "${!name}" =~ ^[0-9]+$ ]] || die 2 "$name=${!name} is not a whole number of seconds"
     done
     [[ "$KAFKA_VERSION" =~ ^[0-9A-Za-z.+-]+$ ]] || die 2 "KAFKA_VERSION=$KAFKA_VERSION is not a version"
+    [[ -z "$KAFKA_SASL_SSL_PORT" ]] || check_sasl_ssl_settings
+}
+
+check_sasl_ssl_settings() {
+    local user
+    [[ "$KAFKA_SASL_SSL_PORT" =~ ^[0-9]+$ ]] && ((KAFKA_SASL_SSL_PORT >= 1 && KAFKA_SASL_SSL_PORT <= 65535)) \
+        || die 2 "KAFKA_SASL_SSL_PORT=$KAFKA_SASL_SSL_PORT is not a TCP port (1-65535)"
+    [[ "$KAFKA_SASL_SSL_PORT" != "$KAFKA_PORT" && "$KAFKA_SASL_SSL_PORT" != "$KAFKA_CONTROLLER_PORT" ]] \
+        || die 2 "KAFKA_SASL_SSL_PORT must differ from KAFKA_PORT and KAFKA_CONTROLLER_PORT"
+    [[ -n "$KAFKA_SSL_KEYSTORE" ]] || die 2 "KAFKA_SASL_SSL_PORT needs KAFKA_SSL_KEYSTORE (a PEM key + certificate file)"
+    [[ -r "$KAFKA_SSL_KEYSTORE" ]] || die 2 "KAFKA_SSL_KEYSTORE=$KAFKA_SSL_KEYSTORE is not a readable file"
+    grep -q -- '-----BEGIN PRIVATE KEY-----' "$KAFKA_SSL_KEYSTORE" \
+        || die 2 "KAFKA_SSL_KEYSTORE=$KAFKA_SSL_KEYSTORE has no unencrypted PKCS#8 key (BEGIN PRIVATE KEY)"
+    [[ -n "${KAFKA_SASL_USERS// /}" ]] || die 2 "KAFKA_SASL_SSL_PORT needs KAFKA_SASL_USERS (name:password ...)"
+    for user in $KAFKA_SASL_USERS; do
+        [[ "$user" =~ ^[A-Za-z0-9._~-]+:[A-Za-z0-9._~-]+$ ]] \
+            || die 2 "KAFKA_SASL_USERS: '${user%%:*}' is not name:password (letters, digits, . _ ~ - only)"
+    done
 }
 
 set_paths() {
@@ -87,6 +117,9 @@ set_paths() {
     PID_FILE="$DATA_DIR/kafka.pid"
     LOG_FILE="$DATA_DIR/kafka.log"
     CLUSTER_ID_FILE="$DATA_DIR/cluster.id"
+    if [[ -n "$KAFKA_SSL_KEYSTORE" ]]; then
+        KAFKA_SSL_KEYSTORE="$(cd "$(dirname "$KAFKA_SSL_KEYSTORE")" && pwd -P)/$(basename "$KAFKA_SSL_KEYSTORE")"
+    fi
 }
 
 require_java() {
@@ -192,9 +225,21 @@ port_open() {
 }
 
 render_properties() {
-    local template
+    local template listener="" advertised="" user plain_users=""
     template="$(<"$HERE/server.properties.template")"
+    if [[ -n "$KAFKA_SASL_SSL_PORT" ]]; then
+        listener=",SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT"
+        advertised="$listener"
+        for user in $KAFKA_SASL_USERS; do
+            plain_users+=" user_${user%%:*}=\"${user#*:}\""
+        done
+        template+=$'\n'"$(<"$HERE/sasl-ssl.properties.template")"
+        template="${template//@KEYSTORE@/"$KAFKA_SSL_KEYSTORE"}"
+        template="${template//@PLAIN_USERS@/"$plain_users"}"
+    fi
     # Quoted replacements: bash 5.2 would otherwise expand '&' in them (patsub_replacement).
+    template="${template//@SASL_SSL_LISTENER@/"$listener"}"
+    template="${template//@SASL_SSL_ADVERTISED@/"$advertised"}"
     template="${template//@PORT@/"$KAFKA_PORT"}"
     template="${template//@CONTROLLER_PORT@/"$KAFKA_CONTROLLER_PORT"}"
     template="${template//@STORAGE_DIR@/"$STORAGE_DIR"}"
@@ -221,6 +266,18 @@ new_cluster_id() {
     done
 }
 
+# --add-scram arguments for the formatter: both SCRAM mechanisms for every KAFKA_SASL_USERS user.
+scram_args() {
+    local user mechanism
+    SCRAM_ARGS=()
+    [[ -n "$KAFKA_SASL_SSL_PORT" ]] || return 0
+    for user in $KAFKA_SASL_USERS; do
+        for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do
+            SCRAM_ARGS+=(--add-scram "$mechanism=[name=${user%%:*},password=${user#*:}]")
+        done
+    done
+}
+
 format_storage_once() {
     [[ -f "$STORAGE_DIR/meta.properties" ]] && return 0
     local cluster_id output main
@@ -231,10 +288,11 @@ format_storage_once() {
         printf '%s\n' "$cluster_id" >"$CLUSTER_ID_FILE"
     fi
     java_opts
+    scram_args
     for main in kafka.tools.StorageTool org.apache.kafka.tools.StorageTool; do
         # --standalone: this node is the whole controller quorum (KIP-853, Kafka 3.9+).
         if output="$("$JAVA" "${JAVA_OPTS[@]}" "$main" format -t "$cluster_id" -c "$PROPS" \
-            --standalone 2>&1)"; then
+            --standalone "${SCRAM_ARGS[@]}" 2>&1)"; then
             info "formatted $STORAGE_DIR (cluster id $cluster_id)"
             return 0
         fi
@@ -303,7 +361,7 @@ cmd_start() {
         info "the previous run did not stop cleanly: start-up may take up to 10 s longer"
         rm -f "$PID_FILE"
     fi
-    for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+    for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" $KAFKA_SASL_SSL_PORT; do
         port_open "$port" && die 1 "port $port on 127.0.0.1 is already in use by another process" \
             "(choose others with KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
     done
@@ -333,7 +391,7 @@ cmd_start() {
         # Both: the port alone opens before the broker has finished joining the quorum.
         if port_open "$KAFKA_PORT" && grep -q "$READY_LINE" "$LOG_FILE"; then
             info "Kafka $KAFKA_VERSION running: pid $pid, bootstrap 127.0.0.1:$KAFKA_PORT," \
-                "ready in $(elapsed_since "$started") s (log: $LOG_FILE)"
+                "${KAFKA_SASL_SSL_PORT:+SASL_SSL bootstrap 127.0.0.1:$KAFKA_SASL_SSL_PORT, }ready in $(elapsed_since "$started") s (log: $LOG_FILE)"
             return 0
         fi
         sleep 0.2
@@ -371,7 +429,7 @@ cmd_status() {
     fi
     set_paths
     if pid="$(running_pid)"; then
-        bootstrap="$(sed -n 's#^advertised.listeners=PLAINTEXT://##p' "$PROPS")"
+        bootstrap="$(sed -n 's#^advertised.listeners=PLAINTEXT://\([^,]*\).*#\1#p' "$PROPS")"
         info "running: pid $pid, bootstrap $bootstrap, data $DATA_DIR"
         return 0
     fi
