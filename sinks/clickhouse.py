@@ -13,7 +13,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import BaseModel
 
 from schemas.codec import Codec, codec_for
-from schemas.events import Candle, IndicatorValues, Signal, Trade
+from schemas.events import Alert, Anomaly, Candle, IndicatorValues, Signal, Trade
 from sinks import metrics
 from sinks.batching import Batch, BatchingSink, dedup_token
 from sinks.exceptions import SinkError
@@ -65,6 +65,8 @@ ROUTES = (
     _field_route("trades", Trade),
     _field_route("candles", Candle),
     _field_route("signals", Signal),
+    _field_route("anomalies", Anomaly),
+    _field_route("alerts", Alert),
     TableRoute(
         "indicators",
         "indicators",
