@@ -1,6 +1,10 @@
--- Anomalies and alerts. ReplacingMergeTree keyed on the deterministic id (its parts lead
--- the ORDER BY), so a replayed or retried record collapses into one row; read with
--- FINAL. Daily partitions: "today" reads one partition, TTL drops whole days.
+-- Anomalies and alerts. ReplacingMergeTree keyed on the deterministic id (the ORDER BY
+-- ends with it and its other parts come first), so a replayed or retried record
+-- collapses into one row; read with FINAL. Monthly partitions by event time: "today"
+-- reads the parts whose ts range covers today (min/max of the partition key is kept per
+-- part), and a replay of years of history stays within the partitions-per-insert limit.
+-- "Latest per subject" follows the ORDER BY. TTL counts from when sigflow wrote a row,
+-- not from its event time, so a replay of old history is kept like live data.
 CREATE TABLE IF NOT EXISTS {db}.anomalies
 (
     anomaly_id   String,
@@ -19,10 +23,10 @@ CREATE TABLE IF NOT EXISTS {db}.anomalies
     inserted_at  DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMMDD(ts)
+PARTITION BY toYYYYMM(ts)
 ORDER BY (subject, kind, ts, anomaly_id)
-TTL toDateTime(ts) + INTERVAL 180 DAY
-SETTINGS non_replicated_deduplication_window = 1000, ttl_only_drop_parts = 1;
+TTL toDateTime(inserted_at) + INTERVAL 365 DAY
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE TABLE IF NOT EXISTS {db}.alerts
 (
@@ -46,5 +50,5 @@ CREATE TABLE IF NOT EXISTS {db}.alerts
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(ts)
 ORDER BY (rule, subject, ts, alert_id)
-TTL toDateTime(ts) + INTERVAL 365 DAY
-SETTINGS non_replicated_deduplication_window = 1000, ttl_only_drop_parts = 1;
+TTL toDateTime(inserted_at) + INTERVAL 365 DAY
+SETTINGS non_replicated_deduplication_window = 1000;
