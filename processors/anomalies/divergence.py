@@ -69,10 +69,12 @@ class CrossExchangeAligner:
     ) -> tuple[list[SpreadPoint], list[Finding], bool]:
         """Fold in one closed candle; the spreads and divergences of windows it completed,
         and whether it arrived too late (its window was already evaluated without it)."""
+        # Progress first: a newly seen exchange whose first window came too late still
+        # holds up the next ones, so it joins from there on.
+        self.progress[exchange] = max(open_time, self.progress.get(exchange, open_time))
         if self.evaluated is not None and open_time <= self.evaluated:
             return [], [], True
         self.windows.setdefault(open_time, {})[exchange] = close
-        self.progress[exchange] = max(open_time, self.progress.get(exchange, open_time))
         spreads: list[SpreadPoint] = []
         findings: list[Finding] = []
         for start in self._ready():
