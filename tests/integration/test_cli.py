@@ -98,8 +98,8 @@ async def test_migrate_applies_every_migration_once(
     second = await asyncio.to_thread(run_sigflow, "migrate", env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert first.stderr.strip() == (
-        "applied 4 migration(s): 0001_trades_and_candles, 0002_indicators, 0003_signals, "
-        "0004_api_keys"
+        "applied 5 migration(s): 0001_trades_and_candles, 0002_indicators, 0003_signals, "
+        "0004_api_keys, 0007_anomalies_and_alerts"
     )
     assert second.returncode == 0, second.stderr
     assert second.stderr.strip() == "applied 0 migration(s): none pending"
@@ -109,6 +109,8 @@ async def test_migrate_applies_every_migration_once(
     finally:
         await client.close()
     assert {row[0] for row in tables.result_rows} == {
+        "alerts",
+        "anomalies",
         "api_keys",
         "candles",
         "indicators",
