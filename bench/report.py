@@ -111,6 +111,11 @@ def _rounded(value: float) -> float:
     return round(value, 1) if abs(value) >= 100 else round(value, 4)
 
 
+def _number(value: float) -> str:
+    """Rates as whole numbers, scores below 100 (precision, recall) with three decimals."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3f}"
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.2f}"
 
@@ -131,8 +136,8 @@ def print_report(result: BenchResult, console: Console | None = None) -> None:
     for name, who in (("sigflow", result.sigflow), ("baseline", result.baseline)):
         table.add_row(
             name,
-            f"{who.rate:,.0f}",
-            f"{min(who.rates):,.0f}-{max(who.rates):,.0f}",
+            _number(who.rate),
+            f"{_number(min(who.rates))}-{_number(max(who.rates))}",
             _ms(who.latency_ms(0.50)),
             _ms(who.latency_ms(0.99)),
         )
