@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench import ingest, processors, sink
+from bench import anomalies, ingest, processors, sink
 from bench.report import BenchOptions, BenchResult
 
 BENCHMARKS: dict[str, Callable[[BenchOptions], BenchResult]] = {
     processors.NAME: processors.run,
     sink.NAME: sink.run,
+    anomalies.NAME: anomalies.run,
     ingest.NAME: ingest.run,
 }
 

@@ -81,6 +81,8 @@ class BenchResult:
     baseline_name: str
     title: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
+    # Optional rows of a second table printed before the JSON line (e.g. per-kind scores).
+    breakdown: tuple[dict[str, str], ...] = ()
 
     @property
     def ratio(self) -> float:
@@ -92,8 +94,8 @@ class BenchResult:
         line: dict[str, Any] = {
             "bench": self.bench,
             "unit": self.unit,
-            "sigflow": round(self.sigflow.rate, 1),
-            "baseline": round(self.baseline.rate, 1),
+            "sigflow": _rounded(self.sigflow.rate),
+            "baseline": _rounded(self.baseline.rate),
             "baseline_name": self.baseline_name,
             "ratio": round(self.ratio, 3),
         }
@@ -102,6 +104,16 @@ class BenchResult:
             line["p50_ms"] = round(p50, 3)
             line["p99_ms"] = round(p99, 3)
         return line
+
+
+def _rounded(value: float) -> float:
+    """One decimal for rates, four for scores below 100 (e.g. precision 0.015)."""
+    return round(value, 1) if abs(value) >= 100 else round(value, 4)
+
+
+def _number(value: float) -> str:
+    """Rates as whole numbers, scores below 100 (precision, recall) with three decimals."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3f}"
 
 
 def _ms(value: float | None) -> str:
@@ -124,12 +136,19 @@ def print_report(result: BenchResult, console: Console | None = None) -> None:
     for name, who in (("sigflow", result.sigflow), ("baseline", result.baseline)):
         table.add_row(
             name,
-            f"{who.rate:,.0f}",
-            f"{min(who.rates):,.0f}-{max(who.rates):,.0f}",
+            _number(who.rate),
+            f"{_number(min(who.rates))}-{_number(max(who.rates))}",
             _ms(who.latency_ms(0.50)),
             _ms(who.latency_ms(0.99)),
         )
     console.print(table)
+    if result.breakdown:
+        details = Table(title=f"bench {result.bench}: breakdown")
+        for column in result.breakdown[0]:
+            details.add_column(column, no_wrap=True)
+        for row in result.breakdown:
+            details.add_row(*row.values())
+        console.print(details)
     console.print(f"sigflow:  {result.sigflow.label}", highlight=False)
     console.print(f"baseline: {result.baseline.label}", highlight=False)
     console.print(

@@ -1,23 +1,38 @@
-"""The Faust app: a thin shell that feeds micro-batches of trades to `CandleStream`
-and publishes the candles, indicators, signals and dead letters it returns.
+"""The Faust app: thin shells that feed micro-batches to the pure stream logic and
+publish what it returns.
+
+Three agents, each `take_events` micro-batches with state in a changelogged table:
+
+- trades -> `CandleStream`: candles, indicators, signals, price-jump / volume-spike /
+  stale-feed anomalies, and every closed candle again keyed by symbol on an internal
+  topic (`<app id>-candles-by-symbol`);
+- candles by symbol -> `CrossStream`: cross-exchange spreads (as `indicators` records)
+  and divergence anomalies;
+- signals + anomalies -> `AlertStream`: alerts keyed by rule id.
 
 Guarantee: at-least-once delivery from Faust, made effectively-once for state by the
-last-offset check in `CandleStream`, and for output by deterministic candles keyed on
-(exchange, symbol, interval, open_time), which the ClickHouse sink deduplicates.
-Faust's `exactly_once` mode was tried against Kafka 4.4 and never consumed its own
-repartitioned records, so it is not used.
+last-offset check each stream keeps per key, and for output by deterministic records
+(natural keys, deterministic anomaly and alert ids), which the ClickHouse sink and
+webhook receivers deduplicate. Each batch's outputs and changelog are flushed before
+its offsets can be acked. Faust's `exactly_once` mode was tried against Kafka 4.4 and
+never consumed its own repartitioned records, so it is not used.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import faust
 from faust.auth import Credentials
 
 from processors import metrics
+from processors.alert_stream import AlertStream
+from processors.alerts import AlertEngine, load_alert_rules
+from processors.anomalies.rules import load_anomaly_rules
 from processors.candle_stream import CandleStream, RawRecord
+from processors.cross_stream import CrossStream
 from processors.signals import SignalEngine, load_rules
 from sigflow.kafka_security import kafka_security_options
 from sigflow.settings import Settings
@@ -45,8 +60,38 @@ def faust_credentials(settings: Settings) -> Credentials | None:
     return None
 
 
+def by_symbol_topic(settings: Settings) -> str:
+    """The internal topic of closed candles keyed by symbol (one per app id, like Faust's
+    own repartition topics)."""
+    return f"{settings.processor_app_id}-candles-by-symbol"
+
+
+def raw_records(events: Iterable[Any]) -> list[RawRecord]:
+    """The consumed records of a micro-batch: each record once, in offset order.
+
+    After a rebalance Faust seeks back to the committed offset, and a micro-batch can
+    then hold records it had buffered before the seek followed by the same records again.
+    Folding them as read would count a trade twice or out of order; the per-key offset
+    guards assume each partition's records arrive once and ascending.
+    """
+    unique: dict[tuple[str, int, int], RawRecord] = {}
+    for event in events:
+        message = event.message
+        unique.setdefault(
+            (message.topic, message.partition, message.offset),
+            RawRecord(
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                key=message.key,
+                value=message.value,
+            ),
+        )
+    return [unique[place] for place in sorted(unique)]
+
+
 def create_app(settings: Settings) -> faust.App:
-    """The processor app with its topics, state table and candle agent."""
+    """The processor app with its topics, state tables and agents."""
     app = faust.App(
         settings.processor_app_id,
         broker=faust_broker_url(settings.kafka_bootstrap),
@@ -64,27 +109,77 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="json",
         datadir=str(settings.data_dir / "processor"),
     )
-    trades = app.topic(settings.topic("trades"), key_serializer="raw", value_serializer="raw")
-    candles = app.topic(settings.topic("candles"), key_serializer="raw", value_serializer="raw")
-    indicators = app.topic(
-        settings.topic("indicators"), key_serializer="raw", value_serializer="raw"
-    )
-    signals = app.topic(settings.topic("signals"), key_serializer="raw", value_serializer="raw")
-    dlq = app.topic(settings.topic("dlq"), key_serializer="raw", value_serializer="raw")
-    # Keyed by the raw record key and placed by the producer's partitioner, so each key's
-    # changelog lands in the same partition number as its trades (co-partitioned).
-    state = app.Table(
-        "candle-state",
-        default=None,
-        key_type=bytes,
-        use_partitioner=True,
+
+    def raw_topic(*names: str, **options: Any) -> Any:
+        return app.topic(*names, key_serializer="raw", value_serializer="raw", **options)
+
+    trades = raw_topic(settings.topic("trades"))
+    candles = raw_topic(settings.topic("candles"))
+    indicators = raw_topic(settings.topic("indicators"))
+    signals = raw_topic(settings.topic("signals"))
+    anomalies = raw_topic(settings.topic("anomalies"))
+    alerts = raw_topic(settings.topic("alerts"))
+    dlq = raw_topic(settings.topic("dlq"))
+    by_symbol = raw_topic(
+        by_symbol_topic(settings),
         partitions=settings.topic_partitions,
+        internal=True,
+        retention=7 * 24 * 3600.0,
     )
-    stream_logic = CandleStream(
+    alert_sources = raw_topic(settings.topic("signals"), settings.topic("anomalies"))
+
+    # Keyed by the raw record key and placed by the producer's partitioner, so each key's
+    # changelog lands in the same partition number as its input records (co-partitioned).
+    def state_table(name: str) -> Any:
+        return app.Table(
+            name,
+            default=None,
+            key_type=bytes,
+            use_partitioner=True,
+            partitions=settings.topic_partitions,
+        )
+
+    candle_state = state_table("candle-state")
+    cross_state = state_table("cross-state")
+    alert_state = state_table("alert-state")
+    anomaly_rules = load_anomaly_rules(settings.anomaly_rules)
+    candle_logic = CandleStream(
         settings.candle_intervals,
         settings.allowed_lateness_ms,
         SignalEngine(load_rules(settings.signal_rules)),
+        anomaly_rules,
+        partitions=settings.topic_partitions,
     )
+    cross_logic = CrossStream(anomaly_rules.divergence)
+    alert_logic = AlertStream(
+        AlertEngine(load_alert_rules(settings.alert_rules)),
+        {settings.topic("signals"): "signal", settings.topic("anomalies"): "anomaly"},
+    )
+
+    async def publish(topic: Any, records: list[tuple[bytes, bytes]]) -> None:
+        for key, value in records:
+            await topic.send(key=key, value=value)
+
+    async def finish_batch(
+        stream: str, events: list[Any], table: Any, states: dict[bytes, Any]
+    ) -> None:
+        """Store new state, then make the batch's outputs and changelog durable before its
+        offsets can be acked: a rebalance that re-reads the changelog must never find it
+        behind the stream, or the input in between would be lost."""
+        for key, new_state in states.items():
+            table[key] = new_state
+        await app.producer.flush()
+        metrics.EVENTS_PROCESSED.labels(stream).inc(len(events))
+        metrics.TABLE_KEYS.labels(table.name).set(len(table))
+        newest: dict[Any, int] = {}
+        for event in events:
+            newest[event.message.tp] = event.message.offset
+        for tp, offset in newest.items():
+            highwater = app.consumer.highwater(tp)
+            if highwater is not None:
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(
+                    max(0, highwater - offset - 1)
+                )
 
     @app.agent(trades)
     async def build_candles(stream: Any) -> None:
@@ -92,31 +187,15 @@ def create_app(settings: Settings) -> faust.App:
             settings.processor_batch_size, within=settings.processor_batch_seconds
         ):
             started = time.perf_counter()
-            records = [
-                RawRecord(
-                    topic=event.message.topic,
-                    partition=event.message.partition,
-                    offset=event.message.offset,
-                    key=event.message.key,
-                    value=event.message.value,
-                )
-                for event in events
-            ]
-            result = stream_logic.process(records, state.get)
-            for key, value in result.candles:
-                await candles.send(key=key, value=value)
-            for key, value in result.indicators:
-                await indicators.send(key=key, value=value)
-            for key, value in result.signals:
-                await signals.send(key=key, value=value)
-            for key, value in result.dead_letters:
-                await dlq.send(key=key, value=value)
-            for key, new_state in result.states.items():
-                state[key] = new_state
-            # Make this batch's outputs and changelog durable before its offsets can be
-            # acked: a rebalance that re-reads the changelog must never find it behind
-            # the stream, or the trades in between would be lost.
-            await app.producer.flush()
+            records = raw_records(events)
+            result = candle_logic.process(records, candle_state.get)
+            await publish(candles, result.candles)
+            await publish(indicators, result.indicators)
+            await publish(signals, result.signals)
+            await publish(anomalies, result.anomalies)
+            await publish(by_symbol, result.by_symbol)
+            await publish(dlq, result.dead_letters)
+            await finish_batch("trades", events, candle_state, result.states)
             metrics.TRADES_PROCESSED.inc(result.trades)
             metrics.REPLAYED_SKIPPED.inc(result.skipped)
             metrics.BATCH_SIZE.observe(len(records))
@@ -126,5 +205,42 @@ def create_app(settings: Settings) -> faust.App:
             metrics.CANDLES_EMITTED.inc(len(result.candles))
             metrics.INDICATORS_EMITTED.inc(len(result.indicators))
             metrics.SIGNALS_EMITTED.inc(len(result.signals))
+            for kind, found in result.anomaly_kinds.items():
+                metrics.ANOMALIES_EMITTED.labels(kind).inc(found)
+            for lateness in result.lateness_ms:
+                metrics.TRADE_LATENESS.observe(lateness / 1000)
+
+    @app.agent(by_symbol)
+    async def compare_exchanges(stream: Any) -> None:
+        async for events in stream.take_events(
+            settings.processor_batch_size, within=settings.processor_batch_seconds
+        ):
+            result = cross_logic.process(raw_records(events), cross_state.get)
+            await publish(indicators, result.indicators)
+            await publish(anomalies, result.anomalies)
+            await publish(dlq, result.dead_letters)
+            await finish_batch("cross", events, cross_state, result.states)
+            metrics.REPLAYED_SKIPPED.inc(result.skipped)
+            metrics.INDICATORS_EMITTED.inc(len(result.indicators))
+            metrics.CROSS_LATE_CANDLES.inc(result.late)
+            metrics.DEAD_LETTERS.labels("schema").inc(len(result.dead_letters))
+            for kind, found in result.anomaly_kinds.items():
+                metrics.ANOMALIES_EMITTED.labels(kind).inc(found)
+
+    @app.agent(alert_sources)
+    async def raise_alerts(stream: Any) -> None:
+        async for events in stream.take_events(
+            settings.processor_batch_size, within=settings.processor_batch_seconds
+        ):
+            result = alert_logic.process(raw_records(events), alert_state.get)
+            await publish(alerts, result.alerts)
+            await publish(dlq, result.dead_letters)
+            await finish_batch("alerts", events, alert_state, result.states)
+            metrics.REPLAYED_SKIPPED.inc(result.skipped)
+            metrics.DEAD_LETTERS.labels("schema").inc(len(result.dead_letters))
+            for rule, fired in result.fired.items():
+                metrics.ALERTS_EMITTED.labels(rule).inc(fired)
+            for rule, suppressed in result.suppressed.items():
+                metrics.ALERTS_SUPPRESSED.labels(rule).inc(suppressed)
 
     return app

@@ -1,20 +1,33 @@
-"""Turns a micro-batch of raw `trades` records into candles, indicators, signals and
-dead letters.
+"""Turns a micro-batch of raw `trades` records into candles, indicators, signals,
+anomalies and dead letters.
 
 The Faust agent is a thin shell around `CandleStream.process()`: this module decodes,
 routes bad input to the DLQ, skips records the state has already seen (so a restart
 that re-reads uncommitted offsets changes nothing), feeds each key's trades to its
-`CandleState` per interval, each closed candle to that interval's `IndicatorSet`, and
-its indicators (with the previous candle's) to the signal rules.
+`CandleState` per interval, each closed candle to that interval's `IndicatorSet`, its
+indicators (with the previous candle's) to the signal rules and the candle to the
+price-jump and volume-spike detectors. Each partition's trades, in offset order, also
+go through that partition's `FeedClock` (stale feeds), kept in the same table under a
+key of its own. Closed candles are also returned keyed by symbol, for the
+cross-exchange stream.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cache
+from itertools import count
 from typing import Any
 
+from aiokafka.partitioner import murmur2
+
+from processors.anomalies.findings import Finding, anomaly_record
+from processors.anomalies.market import SeriesDetectors
+from processors.anomalies.price_jump import CandleView
+from processors.anomalies.rules import AnomalyRules, load_anomaly_rules
+from processors.anomalies.stale_feed import FeedClock
 from processors.candles import CandleState, ClosedCandle, TradeColumns, interval_ms
 from processors.indicators import IndicatorSet
 from processors.signals import FiredSignal, SignalEngine, load_rules
@@ -48,36 +61,83 @@ class BatchResult:
     candles: list[tuple[bytes, bytes]] = field(default_factory=list)
     indicators: list[tuple[bytes, bytes]] = field(default_factory=list)
     signals: list[tuple[bytes, bytes]] = field(default_factory=list)
+    anomalies: list[tuple[bytes, bytes]] = field(default_factory=list)
+    by_symbol: list[tuple[bytes, bytes]] = field(default_factory=list)  # closed candles
     dead_letters: list[tuple[bytes, bytes]] = field(default_factory=list)
     states: dict[bytes, dict[str, Any]] = field(default_factory=dict)
+    anomaly_kinds: Counter[str] = field(default_factory=Counter)
+    lateness_ms: list[int] = field(default_factory=list)  # of trades that came out of order
     trades: int = 0
     late: int = 0
     skipped: int = 0
 
+    def add_findings(self, findings: Iterable[Finding]) -> None:
+        for finding in findings:
+            self.anomalies.append(anomaly_record(finding))
+            self.anomaly_kinds[finding.kind] += 1
+
 
 StateLoader = Callable[[bytes], dict[str, Any] | None]
+
+
+@cache
+def feed_clock_key(partition: int, partitions: int | None) -> bytes:
+    """The state-table key of a trades partition's `FeedClock`.
+
+    With `partitions` given, a key that Kafka's default partitioner (murmur2, as the
+    table's changelog producer uses) places on `partition` itself, so the clock's
+    changelog is co-partitioned with the trades it watches and moves with them on a
+    rebalance. In-process (benchmarks, tests) placement does not matter: pass None.
+    """
+    if partitions is None:
+        return f"__feeds__:{partition}".encode()
+    if not 0 <= partition < partitions:
+        raise ValueError(f"partition {partition} outside 0..{partitions - 1}")
+    for attempt in count():
+        key = f"__feeds__:{partition}:{attempt}".encode()
+        if (murmur2(key) & 0x7FFFFFFF) % partitions == partition:
+            return key
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class CandleStream:
     """Candle building for every interval, keyed by the record key `exchange:symbol`."""
 
     def __init__(
-        self, intervals: Iterable[str], lateness_ms: int, signals: SignalEngine | None = None
+        self,
+        intervals: Iterable[str],
+        lateness_ms: int,
+        signals: SignalEngine | None = None,
+        anomalies: AnomalyRules | None = None,
+        partitions: int | None = None,
     ) -> None:
         self.intervals = {name: interval_ms(name) for name in intervals}
         self.lateness_ms = lateness_ms
         self.signals = signals or SignalEngine(load_rules())
+        self.anomalies = anomalies or load_anomaly_rules()
+        self.partitions = partitions
 
     def process(self, records: Iterable[RawRecord], load_state: StateLoader) -> BatchResult:
         """Decode, dead-letter and aggregate a batch; return outputs and new state per key."""
         result = BatchResult()
         by_key: dict[bytes, list[tuple[RawRecord, Any]]] = defaultdict(list)
+        by_partition: dict[int, list[tuple[int, bytes, int]]] = defaultdict(list)
         for record in records:
-            by_key[record.key or b""].extend(
-                (record, trade) for trade in self._decode(record, result)
-            )
+            key = record.key or b""
+            for trade in self._decode(record, result):
+                by_key[key].append((record, trade))
+                by_partition[record.partition].append((record.offset, key, trade.ts))
         for key, items in by_key.items():
             self._process_key(key, items, load_state(key), result)
+        for partition, observed in by_partition.items():
+            state_key = feed_clock_key(partition, self.partitions)
+            clock = FeedClock.from_dict(
+                self.anomalies.stale_feed, self.lateness_ms, load_state(state_key)
+            )
+            findings, lateness = clock.observe(observed)
+            result.add_findings(findings)
+            result.lateness_ms.extend(lateness)
+            result.states[state_key] = clock.to_dict()
         return result
 
     def _decode(self, record: RawRecord, result: BatchResult) -> list[Any]:
@@ -119,7 +179,7 @@ class CandleStream:
             size=[t.size for t in trades],
             is_buy=[t.side == "buy" for t in trades],
         )
-        state = KeyState.from_dict(saved, self.intervals, self.lateness_ms)
+        state = KeyState.from_dict(saved, self.intervals, self.lateness_ms, self.anomalies)
         late_any = [False] * len(trades)
         for name, width in self.intervals.items():
             closed, late = state.candles[name].add(columns)
@@ -131,7 +191,19 @@ class CandleStream:
                     close=candle.close, values=values.values, previous=state.previous.get(name)
                 )
                 state.previous[name] = {**values.values, "close": candle.close}
-                result.candles.append((key, CANDLE_CODEC.encode(candle)))
+                encoded = CANDLE_CODEC.encode(candle)
+                result.candles.append((key, encoded))
+                result.by_symbol.append((candle.symbol.encode(), encoded))
+                view = CandleView(
+                    exchange=candle.exchange,
+                    symbol=candle.symbol,
+                    interval=name,
+                    width_ms=width,
+                    open_time=candle.open_time,
+                    close=candle.close,
+                    volume=candle.volume,
+                )
+                result.add_findings(state.detectors[name].update(view))
                 result.indicators.append((key, INDICATOR_CODEC.encode(values)))
                 result.signals.extend(
                     (key, SIGNAL_CODEC.encode(to_signal(candle, signal))) for signal in fired
@@ -156,14 +228,20 @@ class KeyState:
     candles: dict[str, CandleState]
     indicators: dict[str, IndicatorSet]
     previous: dict[str, dict[str, float]]  # last candle's indicators + close, per interval
+    detectors: dict[str, SeriesDetectors]
 
     @classmethod
     def from_dict(
-        cls, saved: dict[str, Any] | None, intervals: dict[str, int], lateness_ms: int
+        cls,
+        saved: dict[str, Any] | None,
+        intervals: dict[str, int],
+        lateness_ms: int,
+        rules: AnomalyRules,
     ) -> KeyState:
         """State from the table, with fresh state for intervals it does not have yet."""
         candles = (saved or {}).get("intervals", {})
         indicators = (saved or {}).get("indicators", {})
+        detectors = (saved or {}).get("detectors", {})
         return cls(
             candles={
                 name: CandleState.from_dict(candles[name], width, lateness_ms)
@@ -178,6 +256,7 @@ class KeyState:
                 for name in intervals
             },
             previous=dict((saved or {}).get("previous", {})),
+            detectors={name: SeriesDetectors(rules, detectors.get(name)) for name in intervals},
         )
 
     def to_dict(self, last_offset: int) -> dict[str, Any]:
@@ -187,6 +266,7 @@ class KeyState:
             "intervals": {name: state.to_dict() for name, state in self.candles.items()},
             "indicators": {name: state.to_dict() for name, state in self.indicators.items()},
             "previous": self.previous,
+            "detectors": {name: state.to_dict() for name, state in self.detectors.items()},
         }
 
 

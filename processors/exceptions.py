@@ -23,3 +23,14 @@ class SignalRuleError(SigflowError):
     Raised when the rules are loaded, never per candle, so a bad edit stops the processor
     at start-up instead of silently dropping signals.
     """
+
+
+class AnomalyRuleError(SigflowError):
+    """An anomaly rules file that cannot work: the message names the file, field and why.
+
+    Raised when the rules are loaded, so a bad edit stops the processor at start-up.
+    """
+
+
+class AlertRuleError(SigflowError):
+    """An alert rules file that cannot work: the message names the file, rule and why."""

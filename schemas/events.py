@@ -111,20 +111,28 @@ AnomalyKind = Literal[
 class Anomaly(Event):
     """Something unusual, scored against what was expected (topic `anomalies`).
 
-    Market anomalies carry `exchange`/`symbol`; chain anomalies carry `chain_id`.
-    `anomaly_id` is deterministic (kind, subject, event time), so a replay re-emits the
-    same id and every consumer can de-duplicate on it.
+    Market anomalies carry `exchange`/`symbol` (and `interval` when they were scored on
+    candles); chain anomalies carry `chain_id`. `anomaly_id` is deterministic (kind,
+    subject, interval, event time), so a replay re-emits the same id and every consumer
+    can de-duplicate on it.
     """
 
-    anomaly_id: str = Field(min_length=1, description="Deterministic id: kind:subject:ts.")
+    anomaly_id: str = Field(
+        min_length=1, description="Deterministic id: kind:subject[:interval]:ts."
+    )
     kind: AnomalyKind
     subject: str = Field(
         min_length=1, description="What it is about: `exchange:symbol`, `symbol` or `chain:N`."
     )
     exchange: ExchangeId | None = None
     symbol: Symbol | None = None
+    interval: str | None = Field(
+        None, pattern=r"^[0-9]+[smhd]$", description="Candle interval it was scored on."
+    )
     chain_id: int | None = Field(None, ge=1)
-    ts: EpochMillis = Field(description="Event time of the observation, epoch ms.")
+    ts: EpochMillis = Field(
+        description="Event time of the observation (a candle's open time), epoch ms."
+    )
     score: float = Field(ge=0, description="How far from expected (e.g. robust z-score).")
     severity: Severity
     observed: float = Field(description="The observed value (return, volume, gap, USD ...).")

@@ -217,6 +217,14 @@ class Settings(BaseSettings):
     )
     processor_app_id: str = Field("sigflow-processor", description="Faust app id (consumer group).")
 
+    # Anomalies and alerts
+    anomaly_rules: Path | None = Field(
+        None, description="TOML file of market anomaly thresholds (empty: the packaged defaults)."
+    )
+    alert_rules: Path | None = Field(
+        None, description="TOML file of alert rules (empty: the packaged defaults)."
+    )
+
     # Sink
     sink_group_id: str = Field("sigflow-sink", description="Consumer group of the ClickHouse sink.")
     sink_batch_rows: int = Field(50_000, ge=1, description="Rows that trigger a warehouse flush.")

@@ -13,7 +13,16 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import BaseModel
 
 from schemas.codec import Codec, codec_for
-from schemas.events import Candle, IndicatorValues, OnchainBlock, OnchainTransfer, Signal, Trade
+from schemas.events import (
+    Alert,
+    Anomaly,
+    Candle,
+    IndicatorValues,
+    OnchainBlock,
+    OnchainTransfer,
+    Signal,
+    Trade,
+)
 from schemas.topics import TOPICS
 from sinks import metrics
 from sinks.batching import Batch, BatchingSink, dedup_token
@@ -71,6 +80,8 @@ ROUTES = (
     _field_route("trades", Trade),
     _field_route("candles", Candle),
     _field_route("signals", Signal),
+    _field_route("anomalies", Anomaly),
+    _field_route("alerts", Alert),
     TableRoute(
         "indicators",
         "indicators",

@@ -121,6 +121,8 @@ async def test_migrate_applies_every_migration_once(
     finally:
         await client.close()
     assert {row[0] for row in tables.result_rows} >= {
+        "alerts",
+        "anomalies",
         "api_keys",
         "candles",
         "candles_1h",
@@ -216,11 +218,12 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "explanation": "EMA 12 crossed above EMA 26",
     },
     "anomalies": {
-        "anomaly_id": "price_jump:binance:BTC-USDT:1718000040000",
+        "anomaly_id": "price_jump:binance:BTC-USDT:1m:1718000040000",
         "kind": "price_jump",
         "subject": "binance:BTC-USDT",
         "exchange": "binance",
         "symbol": "BTC-USDT",
+        "interval": "1m",
         "ts": 1_718_000_040_000,
         "score": 9.3,
         "severity": "critical",
@@ -229,7 +232,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "explanation": "1m return +3.1% is 9.3 robust z-scores from the median",
     },
     "alerts": {
-        "alert_id": "big-moves:price_jump:binance:BTC-USDT:1718000040000",
+        "alert_id": "big-moves:price_jump:binance:BTC-USDT:1m:1718000040000",
         "rule": "big-moves",
         "source": "anomaly",
         "kind": "price_jump",

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import re
+import time
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from clickhouse_connect.driver.asyncclient import AsyncClient
 
+from processors.alerts import AlertEngine, load_alert_rules
+from processors.anomalies.findings import Finding, to_anomaly
 from processors.candle_stream import to_candle
 from processors.candles import ClosedCandle, WindowAggregate
 from schemas.codec import codec_for
-from schemas.events import Candle, Trade
+from schemas.events import Alert, Anomaly, Candle, Trade
 from sigflow.roles import migrate
 from sigflow.settings import Settings
 from sinks.warehouse import connect
@@ -96,8 +99,33 @@ async def test_readme_sql_example_returns_rows(statement: str, pipeline_settings
         for view in ("candles_1h_refresh", "daily_volume_refresh"):  # rollups, now
             await client.command(f"SYSTEM REFRESH VIEW {db}.{view}")
             await client.command(f"SYSTEM WAIT VIEW {db}.{view}")
+        await insert_anomaly_and_alert(client, db)
         sql = statement.replace("sigflow.", f"{db}.")
         rows = (await client.query(sql, parameters={"symbol": "BTC-USD"})).result_rows
     finally:
         await client.close()
     assert rows, f"README example returned nothing:\n{statement}"
+
+
+async def insert_anomaly_and_alert(client: AsyncClient, db: str) -> None:
+    """An anomaly from now (the README asks about today) and the alert it raises."""
+    finding = Finding(
+        kind="price_jump",
+        subject="coinbase:BTC-USD",
+        exchange="coinbase",
+        symbol="BTC-USD",
+        interval="1m",
+        ts=int(time.time() * 1000) // 60_000 * 60_000,
+        score=9.3,
+        severity="critical",
+        observed=0.031,
+        expected=0.0,
+        explanation="BTC-USD on coinbase moved +3.15% in 1m",
+    )
+    anomaly = to_anomaly(finding)
+    [decision] = AlertEngine(load_alert_rules()).on_anomaly(anomaly, {})
+    for table, model, event in (("anomalies", Anomaly, anomaly), ("alerts", Alert, decision.alert)):
+        columns = list(model.model_fields)
+        await client.insert(
+            f"{db}.{table}", [[getattr(event, c) for c in columns]], column_names=columns
+        )

@@ -142,3 +142,24 @@ def test_signals_fire_on_the_candle_where_the_rule_crosses() -> None:
     assert ema[0]["direction"] == 1 and 0 < ema[0]["strength"] <= 1
     assert "crossed above" in ema[0]["explanation"]
     assert ema[0]["price"] == closes[crossings[0] // 60_000]
+
+
+def test_a_micro_batch_yields_each_record_once_in_offset_order_per_partition() -> None:
+    from types import SimpleNamespace
+
+    from processors.app import raw_records
+
+    def event(partition: int, offset: int) -> SimpleNamespace:
+        message = SimpleNamespace(
+            topic="t", partition=partition, offset=offset, key=b"k", value=str(offset).encode()
+        )
+        return SimpleNamespace(message=message)
+
+    # buffered before a rebalance (5, 6), then re-delivered from the committed offset (4-6)
+    events = [event(0, 5), event(1, 9), event(0, 6), event(0, 4), event(0, 5), event(0, 6)]
+    assert [(r.partition, r.offset) for r in raw_records(events)] == [
+        (0, 4),
+        (0, 5),
+        (0, 6),
+        (1, 9),
+    ]

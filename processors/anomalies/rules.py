@@ -1,0 +1,151 @@
+"""Thresholds of the market anomaly detectors, read from a TOML file.
+
+`anomaly_rules.toml` in this package is the default; `load_anomaly_rules(path)` reads a
+user's copy (setting `SIGFLOW_ANOMALY_RULES`). Every section is optional and falls back
+to the packaged values field by field, so a user's file only names what it changes.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from processors.exceptions import AnomalyRuleError
+from schemas.events import Severity
+
+DEFAULT_RULES_RESOURCE = "anomaly_rules.toml"
+
+
+class Thresholds(BaseModel):
+    """Scores at which an anomaly is info, warning and critical (info is the minimum)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    info: float = Field(gt=0, allow_inf_nan=False)
+    warning: float = Field(gt=0, allow_inf_nan=False)
+    critical: float = Field(gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if not self.info <= self.warning <= self.critical:
+            raise ValueError(
+                f"thresholds must satisfy info <= warning <= critical, got "
+                f"{self.info:g}, {self.warning:g}, {self.critical:g}"
+            )
+        return self
+
+    def levels(self) -> tuple[tuple[Severity, float], ...]:
+        """(severity, threshold) from the lowest to the highest."""
+        return (("info", self.info), ("warning", self.warning), ("critical", self.critical))
+
+    def severity(self, score: float) -> Severity | None:
+        """The highest severity whose threshold `score` reaches, None below info."""
+        found: Severity | None = None
+        for name, threshold in self.levels():
+            if score >= threshold:
+                found = name
+        return found
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    thresholds: Thresholds
+
+
+class RobustSection(_Section):
+    """A detector scoring a robust z-score against a rolling window of its own history."""
+
+    window: int = Field(ge=5, le=10_000, description="Values in the rolling baseline.")
+    min_history: int = Field(ge=5, description="Values needed before anything is scored.")
+
+    @model_validator(mode="after")
+    def _history_fits(self) -> RobustSection:
+        if self.min_history > self.window:
+            raise ValueError(f"min_history {self.min_history} exceeds window {self.window}")
+        return self
+
+
+class PriceJumpRules(RobustSection):
+    min_sigma: float = Field(gt=0, description="Floor of the robust sigma of log returns.")
+
+
+class VolumeSpikeRules(RobustSection):
+    min_sigma: float = Field(gt=0, description="Floor of the robust sigma of log volume.")
+
+
+class StaleFeedRules(_Section):
+    min_trades: int = Field(ge=2, description="Trades seen before a feed is watched.")
+    gap_span: int = Field(ge=1, description="EWMA span, in trades, of the usual gap.")
+    min_silence_ms: int = Field(ge=0, description="Shorter silences are never flagged.")
+
+
+class DivergenceRules(RobustSection):
+    min_bps: float = Field(ge=0, description="Smaller departures from usual never count.")
+    min_sigma_bps: float = Field(gt=0, description="Floor of the robust sigma, in bps.")
+    min_exchanges: int = Field(ge=2, description="Exchanges needed in an aligned window.")
+    max_wait_intervals: int = Field(
+        ge=1, description="Windows a slow exchange may lag before it is left out."
+    )
+
+
+class AnomalyRules(BaseModel):
+    """Every market detector's settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    price_jump: PriceJumpRules
+    volume_spike: VolumeSpikeRules
+    stale_feed: StaleFeedRules
+    divergence: DivergenceRules
+
+
+def _reasons(exc: ValidationError) -> str:
+    """Pydantic's errors as one line: `section.field: why; ...`."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        parts.append(f"{where}: " + str(error["msg"]).removeprefix("Value error, "))
+    return "; ".join(parts)
+
+
+def _merge(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(defaults)
+    for name, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(name), dict):
+            merged[name] = _merge(merged[name], value)
+        else:
+            merged[name] = value
+    return merged
+
+
+def _default_document() -> dict[str, Any]:
+    text = resources.files("processors").joinpath(DEFAULT_RULES_RESOURCE).read_text("utf-8")
+    return tomllib.loads(text)
+
+
+def parse_anomaly_rules(text: str, *, source: str = "<string>") -> AnomalyRules:
+    """Rules from the text of a rules file, completed with the packaged defaults."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise AnomalyRuleError(f"{source}: not valid TOML: {exc}") from exc
+    try:
+        return AnomalyRules.model_validate(_merge(_default_document(), document))
+    except ValidationError as exc:
+        raise AnomalyRuleError(f"{source}: {_reasons(exc)}") from exc
+
+
+def load_anomaly_rules(path: Path | None = None) -> AnomalyRules:
+    """Rules from a TOML file, or the packaged defaults when `path` is None."""
+    if path is None:
+        return AnomalyRules.model_validate(_default_document())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnomalyRuleError(f"{path}: cannot read the anomaly rules file: {exc}") from exc
+    return parse_anomaly_rules(text, source=str(path))

@@ -1,0 +1,86 @@
+"""The candle stream's anomaly outputs: candle detectors, stale feeds, candles by symbol."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.partitioner import murmur2
+
+from bench.anomalies import START_TS, Scenario, market_trades
+from processors.candle_stream import CandleStream, RawRecord, feed_clock_key
+from schemas.codec import codec_for
+from schemas.events import Trade
+
+MINUTE = 60_000
+
+
+@pytest.mark.parametrize("partitions", [1, 3, 12])
+def test_feed_clock_keys_land_on_their_own_partition(partitions: int) -> None:
+    for partition in range(partitions):
+        key = feed_clock_key(partition, partitions)
+        assert (murmur2(key) & 0x7FFFFFFF) % partitions == partition
+
+
+def run(records: list[Any], batch: int) -> tuple[list[dict[str, Any]], list[bytes], int]:
+    stream, state = CandleStream(["1m"], 2_000), {}
+    anomalies, by_symbol, lateness = [], [], 0
+    for start in range(0, len(records), batch):
+        result = stream.process(records[start : start + batch], state.get)
+        state.update(result.states)
+        anomalies += [orjson.loads(value) for _, value in result.anomalies]
+        by_symbol += [key for key, _ in result.by_symbol]
+        lateness += len(result.lateness_ms)
+    return anomalies, by_symbol, lateness
+
+
+def test_jumps_spikes_and_stale_feeds_come_out_of_the_candle_stream_whatever_the_batching() -> None:
+    scenario = Scenario(
+        exchanges=("binance", "coinbase"),
+        symbols={"BTC-USDT": 60_000.0},
+        minutes=40,
+        trades_per_second=2.0,
+        seed=3,
+        jumps=(("BTC-USDT", 30, 0.03),),
+        spikes=(("coinbase", "BTC-USDT", 25, 8.0),),
+        stale=(("binance", "BTC-USDT", 33 * MINUTE, 37 * MINUTE),),
+    )
+    codec = codec_for(Trade)
+    # One partition, so the two feeds watch each other.
+    records = [
+        RawRecord("t", 0, offset, f"{t.exchange}:{t.symbol}".encode(), codec.encode(t))
+        for offset, t in enumerate(market_trades(scenario))
+    ]
+    small, by_symbol, _ = run(records, 97)
+    large, _, _ = run(records, 5_000)
+    # Order across feeds follows the batches; the records themselves do not.
+    assert sorted(small, key=repr) == sorted(large, key=repr)
+    found = {(a["kind"], a["subject"], a["ts"]) for a in small if a["kind"] != "stale_feed"}
+    jump, spike = START_TS + 30 * MINUTE, START_TS + 25 * MINUTE
+    assert found >= {
+        ("price_jump", "binance:BTC-USDT", jump),
+        ("price_jump", "coinbase:BTC-USDT", jump),
+        ("volume_spike", "coinbase:BTC-USDT", spike),
+    }
+    stale = [a for a in small if a["kind"] == "stale_feed"]
+    assert [(a["subject"], a["severity"]) for a in stale] == [
+        ("binance:BTC-USDT", level) for level in ("info", "warning", "critical")
+    ]
+    assert all(START_TS + 33 * MINUTE < a["ts"] < START_TS + 37 * MINUTE for a in stale)
+    assert set(by_symbol) == {b"BTC-USDT"}
+
+
+def test_the_stale_feed_clock_skips_records_it_has_already_seen() -> None:
+    codec = codec_for(Trade)
+    trade = codec.build(
+        exchange="a", symbol="X-USDT", trade_id="1", price=1.0, size=1.0, side="buy", ts=5,
+        received_ts=5,
+    )  # fmt: skip
+    value = codec.encode(trade)
+    stream, state = CandleStream(["1m"], 0), {}
+    first = stream.process([RawRecord("t", 0, 0, b"a:X-USDT", value)], state.get)
+    state.update(first.states)
+    again = stream.process([RawRecord("t", 0, 0, b"a:X-USDT", value)], state.get)
+    assert again.skipped == 1
+    assert again.states[feed_clock_key(0, None)]["feeds"]["a:X-USDT"][2] == 1
