@@ -9,17 +9,21 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
 from ingest import metrics
 from ingest.producer import EventProducer
+from schemas.codec import codec_for
+from schemas.events import Trade
 from sigflow.exceptions import SigflowError
 from sigflow.settings import Settings
 from sigflow.stack.kafka import KafkaBroker
 from sigflow.stack.process import free_port
 
 pytestmark = pytest.mark.integration
+TRADE = codec_for(Trade)
 
 
 async def consume_values(settings: Settings, topic: str, count: int) -> list[tuple[bytes, bytes]]:
@@ -62,6 +66,35 @@ async def test_pending_records_never_exceed_the_bound_and_all_arrive_in_key_orde
     assert len(found) == 2_000
     for k in range(3):
         assert in_key_order(found, f"k{k}".encode()) == list(range(k, 2_000, 3))
+
+
+async def test_batched_trades_keep_each_keys_order_when_linger_and_full_batches_race(
+    pipeline_settings: Settings,
+) -> None:
+    """A burst faster than the linger: the linger task sends each key's first batch while
+    the reader cuts the next ones, and both wait for aiokafka (topic metadata at first)."""
+    trades = [
+        TRADE.build(
+            exchange="binance", symbol=f"S{i % 4}-USDT", trade_id=str(i), price=1.0, size=1.0,
+            side="buy", ts=1_700_000_000_000 + i, received_ts=1_700_000_000_000 + i,
+        )
+        for i in range(8_000)
+    ]  # fmt: skip
+    async with EventProducer(pipeline_settings, component="test") as producer:
+        for trade in trades:
+            await producer.send_trade(trade, "test")
+        await producer.flush()
+    records = (
+        8_000 + pipeline_settings.ingest_batch_trades - 1
+    ) // pipeline_settings.ingest_batch_trades
+    found = await consume_values(pipeline_settings, pipeline_settings.topic("trades"), records)
+    sent: dict[bytes, list[str]] = {}
+    for trade in trades:
+        sent.setdefault(f"{trade.exchange}:{trade.symbol}".encode(), []).append(trade.trade_id)
+    received: dict[bytes, list[str]] = {}
+    for key, value in found:
+        received.setdefault(key, []).extend(t["trade_id"] for t in orjson.loads(value))
+    assert received == sent
 
 
 @pytest.fixture
