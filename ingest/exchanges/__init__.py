@@ -45,11 +45,13 @@ from __future__ import annotations
 from ingest.exchanges.base import ExchangeAdapter
 from ingest.exchanges.binance import Binance
 from ingest.exchanges.bybit import Bybit
+from ingest.exchanges.coinbase import Coinbase
 from ingest.exchanges.exceptions import UnknownExchangeError
 
 EXCHANGE_MAP: dict[str, type[ExchangeAdapter]] = {
     Binance.id: Binance,
     Bybit.id: Bybit,
+    Coinbase.id: Coinbase,
 }
 
 

@@ -20,6 +20,7 @@ import itertools
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import orjson
@@ -36,6 +37,7 @@ class TapeTrade:
     size: str
     taker_buys: bool
     ts: int
+    pair: str  # the same symbol as BASE-QUOTE
 
 
 class Wire:
@@ -48,6 +50,14 @@ class Wire:
 
     def native_symbol(self, symbol: str) -> str:
         return symbol.replace("-", "")
+
+    def decode(self, text: str) -> Any:
+        """A client message (JSON; a wire with plain-text pings overrides this)."""
+        return orjson.loads(text)
+
+    def greeting(self) -> list[str]:
+        """Messages the exchange sends on its own right after a connection opens."""
+        return []
 
     def trade_ids(self) -> itertools.count[int] | None:
         """Consecutive ids per symbol, or None when ids are opaque."""
@@ -198,7 +208,80 @@ class BybitWire(Wire):
         }
 
 
-WIRES: dict[str, type[Wire]] = {wire.exchange: wire for wire in (BinanceWire, BybitWire)}
+class CoinbaseWire(Wire):
+    exchange = "coinbase"
+    ws_path = "/"
+    rest_path = "/api/v3/brokerage/market/products/{product_id}/ticker"
+
+    def __init__(self) -> None:
+        self._sequence = itertools.count()
+        self._subscribed: dict[str, list[str]] = {}
+
+    def native_symbol(self, symbol: str) -> str:
+        return symbol
+
+    def trade_ids(self) -> None:
+        return None
+
+    def _envelope(self, channel: str, events: list[Any]) -> str:
+        return orjson.dumps(
+            {
+                "channel": channel,
+                "client_id": "",
+                "timestamp": "2026-01-01T00:00:00.000000000Z",
+                "sequence_num": next(self._sequence),
+                "events": events,
+            }
+        ).decode()
+
+    def replies(self, message: Any) -> list[str]:
+        if message.get("type") != "subscribe":
+            return []
+        self._subscribed[message["channel"]] = message.get("product_ids", [message["channel"]])
+        return [self._envelope("subscriptions", [{"subscriptions": dict(self._subscribed)}])]
+
+    def is_subscribe(self, message: Any) -> bool:
+        return bool(
+            message.get("type") == "subscribe" and message.get("channel") == "market_trades"
+        )
+
+    def trade_messages(self, trades: list[TapeTrade]) -> list[str]:
+        rows = [
+            {
+                "trade_id": t.trade_id,
+                "product_id": t.symbol,
+                "price": t.price,
+                "size": t.size,
+                "side": "BUY" if t.taker_buys else "SELL",
+                "time": _rfc3339(t.ts),
+            }
+            for t in trades
+        ]
+        return [self._envelope("market_trades", [{"type": "update", "trades": rows}])]
+
+    def rest_answer(self, query: Mapping[str, str], tape: list[TapeTrade]) -> Any:
+        rows = [t for t in tape if t.symbol == query["product_id"]][-int(query["limit"]) :]
+        return {
+            "trades": [
+                {
+                    "trade_id": t.trade_id,
+                    "product_id": t.symbol,
+                    "price": t.price,
+                    "size": t.size,
+                    "time": _rfc3339(t.ts),
+                    "side": "BUY" if t.taker_buys else "SELL",
+                    "exchange": "COINBASE",
+                }
+                for t in reversed(rows)  # newest first
+            ],
+            "best_bid": "1",
+            "best_ask": "2",
+        }
+
+
+WIRES: dict[str, type[Wire]] = {
+    wire.exchange: wire for wire in (BinanceWire, BybitWire, CoinbaseWire)
+}
 
 
 @dataclass
@@ -274,6 +357,7 @@ class FakeExchangeServer:
                     size=f"0.{n % 9 + 1}",
                     taker_buys=n % 3 != 0,
                     ts=next(self._clock),
+                    pair=symbols[n % len(symbols)],
                 )
             )
         return trades
@@ -327,10 +411,12 @@ class FakeExchangeServer:
         self.connections += 1
         await self._notify()
         try:
+            for greeting in self.wire.greeting():
+                await socket.send_str(greeting)
             async for frame in socket:
                 if frame.type != WSMsgType.TEXT:
                     continue
-                message = orjson.loads(frame.data)
+                message = self.wire.decode(frame.data)
                 self.received.append(message)
                 if self.silent:
                     continue
@@ -346,7 +432,7 @@ class FakeExchangeServer:
         return socket
 
     async def _rest(self, request: web.Request) -> web.Response:
-        query = dict(request.query)
+        query = {**request.query, **request.match_info}  # path parameters too (Coinbase)
         if self.throttle_next > 0:
             self.throttle_next -= 1
             self.rest_calls.append((429, query))
@@ -360,6 +446,12 @@ class FakeExchangeServer:
         self.rest_calls.append((200, query))
         await self._notify()
         return answer
+
+
+def _rfc3339(ms: int) -> str:
+    """Epoch ms as the RFC 3339 text with nanoseconds that Coinbase and Kraken send."""
+    moment = datetime.fromtimestamp(ms // 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{moment}.{ms % 1000:03d}{ms % 7:06d}Z"
 
 
 def _dumps(value: Any) -> str:
