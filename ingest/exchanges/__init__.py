@@ -47,11 +47,13 @@ from ingest.exchanges.binance import Binance
 from ingest.exchanges.bybit import Bybit
 from ingest.exchanges.coinbase import Coinbase
 from ingest.exchanges.exceptions import UnknownExchangeError
+from ingest.exchanges.kraken import Kraken
 
 EXCHANGE_MAP: dict[str, type[ExchangeAdapter]] = {
     Binance.id: Binance,
     Bybit.id: Bybit,
     Coinbase.id: Coinbase,
+    Kraken.id: Kraken,
 }
 
 

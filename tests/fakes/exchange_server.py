@@ -279,8 +279,93 @@ class CoinbaseWire(Wire):
         }
 
 
+class KrakenWire(Wire):
+    exchange = "kraken"
+    ws_path = "/v2"
+    ws_base_suffix = "/v2"
+    rest_path = "/0/public/Trades"
+
+    def native_symbol(self, symbol: str) -> str:
+        return symbol.replace("-", "/")
+
+    def greeting(self) -> list[str]:
+        status = {"api_version": "v2", "connection_id": 1, "system": "online", "version": "2.0.0"}
+        return [orjson.dumps({"channel": "status", "data": [status], "type": "update"}).decode()]
+
+    def replies(self, message: Any) -> list[str]:
+        times = {
+            "time_in": "2026-01-01T00:00:00.000001Z",
+            "time_out": "2026-01-01T00:00:00.000002Z",
+        }
+        if message.get("method") == "ping":
+            return [
+                orjson.dumps({"method": "pong", "req_id": message.get("req_id"), **times}).decode()
+            ]
+        if message.get("method") != "subscribe":
+            return []
+        params = message["params"]
+        return [
+            orjson.dumps(
+                {
+                    "method": "subscribe",
+                    "result": {"channel": params["channel"], "snapshot": False, "symbol": symbol},
+                    "success": True,
+                    **times,
+                }
+            ).decode()
+            for symbol in params["symbol"]
+        ]
+
+    def is_subscribe(self, message: Any) -> bool:
+        return bool(message.get("method") == "subscribe")
+
+    def trade_messages(self, trades: list[TapeTrade]) -> list[str]:
+        rows = [
+            {
+                "symbol": t.symbol,
+                "side": "buy" if t.taker_buys else "sell",
+                "price": float(t.price),
+                "qty": float(t.size),
+                "ord_type": "market",
+                "trade_id": int(t.trade_id),
+                "timestamp": _rfc3339(t.ts),
+            }
+            for t in trades
+        ]
+        return [orjson.dumps({"channel": "trade", "type": "update", "data": rows}).decode()]
+
+    def rest_answer(self, query: Mapping[str, str], tape: list[TapeTrade]) -> Any:
+        since_ns, count = int(query["since"]), int(query.get("count", "1000"))
+        rows = sorted(
+            (
+                t
+                for t in tape
+                if _kraken_rest_pair(t.pair) == query["pair"] and t.ts * 1_000_000 > since_ns
+            ),
+            key=lambda t: int(t.trade_id),
+        )[:count]
+        return {
+            "error": [],
+            "result": {
+                "X" + query["pair"]: [
+                    [
+                        t.price,
+                        t.size,
+                        t.ts / 1000,
+                        "b" if t.taker_buys else "s",
+                        "m",
+                        "",
+                        int(t.trade_id),
+                    ]
+                    for t in rows
+                ],
+                "last": str(rows[-1].ts * 1_000_000 if rows else since_ns),
+            },
+        }
+
+
 WIRES: dict[str, type[Wire]] = {
-    wire.exchange: wire for wire in (BinanceWire, BybitWire, CoinbaseWire)
+    wire.exchange: wire for wire in (BinanceWire, BybitWire, CoinbaseWire, KrakenWire)
 }
 
 
@@ -446,6 +531,11 @@ class FakeExchangeServer:
         self.rest_calls.append((200, query))
         await self._notify()
         return answer
+
+
+def _kraken_rest_pair(pair: str) -> str:
+    """`BTC-USDT` → `XBTUSDT`, as Kraken's REST API names pairs."""
+    return pair.replace("BTC", "XBT").replace("-", "")
 
 
 def _rfc3339(ms: int) -> str:

@@ -128,7 +128,7 @@ def test_adapter_declares_its_limits_and_keepalive(exchange: str) -> None:
         assert cls(["BTC-USDT"]).ping_message(), "JSON, or plain text where documented (OKX)"
     adapter = cls(["BTC-USDT"])
     if cls.sequential_trade_ids:
-        assert adapter.backfill_request("BTC-USDT", 10, 20) is not None
+        assert adapter.backfill_request("BTC-USDT", 10, 20, after_ms=1_700_000_000_000)
     else:
         assert adapter.recent_trades_request("BTC-USDT") is not None
 
@@ -198,3 +198,23 @@ def test_coinbase_subscribes_trades_and_heartbeats_one_channel_per_message() -> 
     request = adapter.recent_trades_request("ETH-USD")
     assert request.path == "/api/v3/brokerage/market/products/ETH-USD/ticker"
     assert request.params == {"limit": 1000}
+
+
+def test_kraken_backfill_pages_by_time_from_the_last_published_trade() -> None:
+    adapter = EXCHANGE_MAP["kraken"](["BTC-USD", "ETH-BTC"])
+    request = adapter.backfill_request("BTC-USD", 101, 5000, after_ms=1_688_669_597_827)
+    assert request is not None and request.path == "/0/public/Trades"
+    assert request.params == {"pair": "XBTUSD", "since": 1_688_669_597_826_999_999, "count": 1000}
+    assert adapter.backfill_request("ETH-BTC", 1, 2, after_ms=5).params["pair"] == "ETHXBT"
+    assert adapter.backfill_request("BTC-USD", 1, 2) is None, "no time: no cursor to start from"
+
+
+def test_kraken_rest_error_or_row_without_trade_id_is_not_an_empty_page() -> None:
+    from ingest.exchanges.exceptions import BackfillError
+
+    adapter = EXCHANGE_MAP["kraken"](["BTC-USD"])
+    with pytest.raises(BackfillError, match="Too many requests"):
+        adapter.parse_backfill("BTC-USD", b'{"error": ["EGeneral:Too many requests"]}', 0)
+    old_row = b'{"error": [], "result": {"XXBTZUSD": [["1.0", "2.0", 1.5, "b", "m", ""]]}}'
+    with pytest.raises(MalformedMessageError):
+        adapter.parse_backfill("BTC-USD", old_row, 0)
