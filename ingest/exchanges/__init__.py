@@ -48,12 +48,14 @@ from ingest.exchanges.bybit import Bybit
 from ingest.exchanges.coinbase import Coinbase
 from ingest.exchanges.exceptions import UnknownExchangeError
 from ingest.exchanges.kraken import Kraken
+from ingest.exchanges.okx import Okx
 
 EXCHANGE_MAP: dict[str, type[ExchangeAdapter]] = {
     Binance.id: Binance,
     Bybit.id: Bybit,
     Coinbase.id: Coinbase,
     Kraken.id: Kraken,
+    Okx.id: Okx,
 }
 
 

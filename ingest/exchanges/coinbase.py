@@ -24,7 +24,7 @@ and .../websocket-channels, fixtures in tests/fixtures/exchanges/coinbase/):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import orjson
@@ -97,7 +97,7 @@ class Coinbase(ExchangeAdapter):
             trades.extend(batch)
         return trades
 
-    def _trade(self, row: Any, symbol_of: Any, received_ts: int) -> Any:
+    def _trade(self, row: Any, symbol_of: Callable[[str], str], received_ts: int) -> Any:
         try:
             fields = {
                 "symbol": symbol_of(row["product_id"]),

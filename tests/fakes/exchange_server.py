@@ -364,8 +364,54 @@ class KrakenWire(Wire):
         }
 
 
+class OkxWire(Wire):
+    exchange = "okx"
+    ws_path = "/ws/v5/business"
+    ws_base_suffix = "/ws/v5/business"
+    rest_path = "/api/v5/market/history-trades"
+
+    def native_symbol(self, symbol: str) -> str:
+        return symbol
+
+    def decode(self, text: str) -> Any:
+        return text if text == "ping" else orjson.loads(text)
+
+    def replies(self, message: Any) -> list[str]:
+        if message == "ping":
+            return ["pong"]
+        if message.get("op") != "subscribe":
+            return []
+        return [
+            orjson.dumps({"event": "subscribe", "arg": arg, "connId": "fake"}).decode()
+            for arg in message["args"]
+        ]
+
+    def is_subscribe(self, message: Any) -> bool:
+        return isinstance(message, dict) and message.get("op") == "subscribe"
+
+    def trade_messages(self, trades: list[TapeTrade]) -> list[str]:
+        return [  # trades-all: one trade per push
+            orjson.dumps(
+                {
+                    "arg": {"channel": "trades-all", "instId": t.symbol},
+                    "data": [_okx_row(t)],
+                }
+            ).decode()
+            for t in trades
+        ]
+
+    def rest_answer(self, query: Mapping[str, str], tape: list[TapeTrade]) -> Any:
+        before_id, limit = int(query["after"]), min(100, int(query.get("limit", "100")))
+        rows = sorted(
+            (t for t in tape if t.symbol == query["instId"] and int(t.trade_id) < before_id),
+            key=lambda t: int(t.trade_id),
+            reverse=True,  # newest first
+        )[:limit]
+        return {"code": "0", "msg": "", "data": [_okx_row(t) for t in rows]}
+
+
 WIRES: dict[str, type[Wire]] = {
-    wire.exchange: wire for wire in (BinanceWire, BybitWire, CoinbaseWire, KrakenWire)
+    wire.exchange: wire for wire in (BinanceWire, BybitWire, CoinbaseWire, KrakenWire, OkxWire)
 }
 
 
@@ -531,6 +577,18 @@ class FakeExchangeServer:
         self.rest_calls.append((200, query))
         await self._notify()
         return answer
+
+
+def _okx_row(t: TapeTrade) -> dict[str, str]:
+    return {
+        "instId": t.symbol,
+        "tradeId": t.trade_id,
+        "px": t.price,
+        "sz": t.size,
+        "side": "buy" if t.taker_buys else "sell",
+        "source": "0",
+        "ts": str(t.ts),
+    }
 
 
 def _kraken_rest_pair(pair: str) -> str:
