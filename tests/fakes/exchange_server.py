@@ -10,7 +10,9 @@ Scripting: `publish()` trades (tape + socket), `happen()` trades (tape only: mis
 `send_raw()` anything, `drop()` every connection without a close frame, `silent = True`
 (no data, no pongs: for the watchdog), `throttle_next = N` (the next N REST calls get
 429 with `Retry-After`). Adding an exchange: write its `Wire` subclass and add it to
-`WIRES`.
+`WIRES` (`decode()` for plain-text client messages such as OKX's `ping`, `greeting()` for
+what the exchange sends unasked on connect such as Kraken's `status`; REST path
+parameters reach `rest_answer()` with the query, as for Coinbase's `{product_id}`).
 """
 
 from __future__ import annotations
