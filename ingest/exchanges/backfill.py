@@ -94,13 +94,17 @@ class RestBackfill:
             await asyncio.sleep(self._backoff(attempt))
         raise BackfillError(f"{self.adapter.id} GET {request.path} failed: {problem}")
 
-    async def missing_trades(self, gap: Gap) -> list[Any]:
-        """Trades with ids in the gap, in id order (fewer if the exchange has no more)."""
+    async def missing_trades(self, gap: Gap, after_ms: int = 0) -> list[Any]:
+        """Trades with ids in the gap, in id order (fewer if the exchange has no more).
+
+        `after_ms` is the time of the last trade published before the gap, the cursor of
+        APIs that page by time; it moves to the newest trade of each page.
+        """
         adapter = self.adapter
         low, high = gap.first, gap.last
         found: dict[int, Any] = {}
         while low <= high:
-            request = adapter.backfill_request(gap.symbol, low, high)
+            request = adapter.backfill_request(gap.symbol, low, high, after_ms=after_ms)
             if request is None:
                 break
             body = await self.get(request)
@@ -110,9 +114,14 @@ class RestBackfill:
                 for trade in trades
                 if low <= (sequence := adapter.sequence(trade)) <= high
             }
+            newest_ms = max((trade.ts for trade in trades), default=after_ms)
             if not page:
+                if trades and newest_ms > after_ms and max(map(adapter.sequence, trades)) < low:
+                    after_ms = newest_ms  # a time-paged API still before the gap: read on
+                    continue
                 break
             found.update(page)
+            after_ms = max(after_ms, newest_ms)
             if adapter.backfill_direction == "forward":
                 low = max(page) + 1
             else:

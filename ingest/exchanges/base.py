@@ -121,11 +121,15 @@ class ExchangeAdapter:
 
     # ---- REST backfill ---------------------------------------------------------------
 
-    def backfill_request(self, symbol: str, first_id: int, last_id: int) -> RestRequest | None:
+    def backfill_request(
+        self, symbol: str, first_id: int, last_id: int, *, after_ms: int = 0
+    ) -> RestRequest | None:
         """A page of trades with ids in [first_id, last_id] (sequential exchanges).
 
-        `backfill_direction` says which end the next page continues from; None means
-        the exchange offers no way to fetch by id.
+        `after_ms` is the time of the newest trade known before `first_id`, for APIs
+        that page by time rather than by id (Kraken). `backfill_direction` says which
+        end the next page continues from; None means the exchange offers no way to
+        fetch by id.
         """
         return None
 

@@ -89,7 +89,9 @@ class Binance(ExchangeAdapter):
             raise MalformedMessageError(self.id, f"trade with a bad value: {exc}") from exc
         return self.build_trade(**fields)
 
-    def backfill_request(self, symbol: str, first_id: int, last_id: int) -> RestRequest:
+    def backfill_request(
+        self, symbol: str, first_id: int, last_id: int, *, after_ms: int = 0
+    ) -> RestRequest:
         return RestRequest(
             "/api/v3/historicalTrades",
             {

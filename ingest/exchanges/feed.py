@@ -155,7 +155,8 @@ class ExchangeFeed:
                 },
             )
         try:
-            trades = await self.backfill.missing_trades(wanted) if wanted.size > 0 else []
+            after_ms = self.last_ts.get(gap.symbol, 0)
+            trades = await self.backfill.missing_trades(wanted, after_ms) if wanted.size > 0 else []
         except ExchangeError as exc:
             trades = []
             log.error(

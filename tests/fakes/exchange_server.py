@@ -10,7 +10,9 @@ Scripting: `publish()` trades (tape + socket), `happen()` trades (tape only: mis
 `send_raw()` anything, `drop()` every connection without a close frame, `silent = True`
 (no data, no pongs: for the watchdog), `throttle_next = N` (the next N REST calls get
 429 with `Retry-After`). Adding an exchange: write its `Wire` subclass and add it to
-`WIRES`.
+`WIRES` (`decode()` for plain-text client messages such as OKX's `ping`, `greeting()` for
+what the exchange sends unasked on connect such as Kraken's `status`; REST path
+parameters reach `rest_answer()` with the query, as for Coinbase's `{product_id}`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import itertools
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import orjson
@@ -36,6 +39,7 @@ class TapeTrade:
     size: str
     taker_buys: bool
     ts: int
+    pair: str  # the same symbol as BASE-QUOTE
 
 
 class Wire:
@@ -48,6 +52,14 @@ class Wire:
 
     def native_symbol(self, symbol: str) -> str:
         return symbol.replace("-", "")
+
+    def decode(self, text: str) -> Any:
+        """A client message (JSON; a wire with plain-text pings overrides this)."""
+        return orjson.loads(text)
+
+    def greeting(self) -> list[str]:
+        """Messages the exchange sends on its own right after a connection opens."""
+        return []
 
     def trade_ids(self) -> itertools.count[int] | None:
         """Consecutive ids per symbol, or None when ids are opaque."""
@@ -198,7 +210,211 @@ class BybitWire(Wire):
         }
 
 
-WIRES: dict[str, type[Wire]] = {wire.exchange: wire for wire in (BinanceWire, BybitWire)}
+class CoinbaseWire(Wire):
+    exchange = "coinbase"
+    ws_path = "/"
+    rest_path = "/api/v3/brokerage/market/products/{product_id}/ticker"
+
+    def __init__(self) -> None:
+        self._sequence = itertools.count()
+        self._subscribed: dict[str, list[str]] = {}
+
+    def native_symbol(self, symbol: str) -> str:
+        return symbol
+
+    def trade_ids(self) -> None:
+        return None
+
+    def _envelope(self, channel: str, events: list[Any]) -> str:
+        return orjson.dumps(
+            {
+                "channel": channel,
+                "client_id": "",
+                "timestamp": "2026-01-01T00:00:00.000000000Z",
+                "sequence_num": next(self._sequence),
+                "events": events,
+            }
+        ).decode()
+
+    def replies(self, message: Any) -> list[str]:
+        if message.get("type") != "subscribe":
+            return []
+        self._subscribed[message["channel"]] = message.get("product_ids", [message["channel"]])
+        return [self._envelope("subscriptions", [{"subscriptions": dict(self._subscribed)}])]
+
+    def is_subscribe(self, message: Any) -> bool:
+        return bool(
+            message.get("type") == "subscribe" and message.get("channel") == "market_trades"
+        )
+
+    def trade_messages(self, trades: list[TapeTrade]) -> list[str]:
+        rows = [
+            {
+                "trade_id": t.trade_id,
+                "product_id": t.symbol,
+                "price": t.price,
+                "size": t.size,
+                "side": "BUY" if t.taker_buys else "SELL",
+                "time": _rfc3339(t.ts),
+            }
+            for t in trades
+        ]
+        return [self._envelope("market_trades", [{"type": "update", "trades": rows}])]
+
+    def rest_answer(self, query: Mapping[str, str], tape: list[TapeTrade]) -> Any:
+        rows = [t for t in tape if t.symbol == query["product_id"]][-int(query["limit"]) :]
+        return {
+            "trades": [
+                {
+                    "trade_id": t.trade_id,
+                    "product_id": t.symbol,
+                    "price": t.price,
+                    "size": t.size,
+                    "time": _rfc3339(t.ts),
+                    "side": "BUY" if t.taker_buys else "SELL",
+                    "exchange": "COINBASE",
+                }
+                for t in reversed(rows)  # newest first
+            ],
+            "best_bid": "1",
+            "best_ask": "2",
+        }
+
+
+class KrakenWire(Wire):
+    exchange = "kraken"
+    ws_path = "/v2"
+    ws_base_suffix = "/v2"
+    rest_path = "/0/public/Trades"
+
+    def native_symbol(self, symbol: str) -> str:
+        return symbol.replace("-", "/")
+
+    def greeting(self) -> list[str]:
+        status = {"api_version": "v2", "connection_id": 1, "system": "online", "version": "2.0.0"}
+        return [orjson.dumps({"channel": "status", "data": [status], "type": "update"}).decode()]
+
+    def replies(self, message: Any) -> list[str]:
+        times = {
+            "time_in": "2026-01-01T00:00:00.000001Z",
+            "time_out": "2026-01-01T00:00:00.000002Z",
+        }
+        if message.get("method") == "ping":
+            return [
+                orjson.dumps({"method": "pong", "req_id": message.get("req_id"), **times}).decode()
+            ]
+        if message.get("method") != "subscribe":
+            return []
+        params = message["params"]
+        return [
+            orjson.dumps(
+                {
+                    "method": "subscribe",
+                    "result": {"channel": params["channel"], "snapshot": False, "symbol": symbol},
+                    "success": True,
+                    **times,
+                }
+            ).decode()
+            for symbol in params["symbol"]
+        ]
+
+    def is_subscribe(self, message: Any) -> bool:
+        return bool(message.get("method") == "subscribe")
+
+    def trade_messages(self, trades: list[TapeTrade]) -> list[str]:
+        rows = [
+            {
+                "symbol": t.symbol,
+                "side": "buy" if t.taker_buys else "sell",
+                "price": float(t.price),
+                "qty": float(t.size),
+                "ord_type": "market",
+                "trade_id": int(t.trade_id),
+                "timestamp": _rfc3339(t.ts),
+            }
+            for t in trades
+        ]
+        return [orjson.dumps({"channel": "trade", "type": "update", "data": rows}).decode()]
+
+    def rest_answer(self, query: Mapping[str, str], tape: list[TapeTrade]) -> Any:
+        since_ns, count = int(query["since"]), int(query.get("count", "1000"))
+        rows = sorted(
+            (
+                t
+                for t in tape
+                if _kraken_rest_pair(t.pair) == query["pair"] and t.ts * 1_000_000 > since_ns
+            ),
+            key=lambda t: int(t.trade_id),
+        )[:count]
+        return {
+            "error": [],
+            "result": {
+                "X" + query["pair"]: [
+                    [
+                        t.price,
+                        t.size,
+                        t.ts / 1000,
+                        "b" if t.taker_buys else "s",
+                        "m",
+                        "",
+                        int(t.trade_id),
+                    ]
+                    for t in rows
+                ],
+                "last": str(rows[-1].ts * 1_000_000 if rows else since_ns),
+            },
+        }
+
+
+class OkxWire(Wire):
+    exchange = "okx"
+    ws_path = "/ws/v5/business"
+    ws_base_suffix = "/ws/v5/business"
+    rest_path = "/api/v5/market/history-trades"
+
+    def native_symbol(self, symbol: str) -> str:
+        return symbol
+
+    def decode(self, text: str) -> Any:
+        return text if text == "ping" else orjson.loads(text)
+
+    def replies(self, message: Any) -> list[str]:
+        if message == "ping":
+            return ["pong"]
+        if message.get("op") != "subscribe":
+            return []
+        return [
+            orjson.dumps({"event": "subscribe", "arg": arg, "connId": "fake"}).decode()
+            for arg in message["args"]
+        ]
+
+    def is_subscribe(self, message: Any) -> bool:
+        return isinstance(message, dict) and message.get("op") == "subscribe"
+
+    def trade_messages(self, trades: list[TapeTrade]) -> list[str]:
+        return [  # trades-all: one trade per push
+            orjson.dumps(
+                {
+                    "arg": {"channel": "trades-all", "instId": t.symbol},
+                    "data": [_okx_row(t)],
+                }
+            ).decode()
+            for t in trades
+        ]
+
+    def rest_answer(self, query: Mapping[str, str], tape: list[TapeTrade]) -> Any:
+        before_id, limit = int(query["after"]), min(100, int(query.get("limit", "100")))
+        rows = sorted(
+            (t for t in tape if t.symbol == query["instId"] and int(t.trade_id) < before_id),
+            key=lambda t: int(t.trade_id),
+            reverse=True,  # newest first
+        )[:limit]
+        return {"code": "0", "msg": "", "data": [_okx_row(t) for t in rows]}
+
+
+WIRES: dict[str, type[Wire]] = {
+    wire.exchange: wire for wire in (BinanceWire, BybitWire, CoinbaseWire, KrakenWire, OkxWire)
+}
 
 
 @dataclass
@@ -274,6 +490,7 @@ class FakeExchangeServer:
                     size=f"0.{n % 9 + 1}",
                     taker_buys=n % 3 != 0,
                     ts=next(self._clock),
+                    pair=symbols[n % len(symbols)],
                 )
             )
         return trades
@@ -327,10 +544,12 @@ class FakeExchangeServer:
         self.connections += 1
         await self._notify()
         try:
+            for greeting in self.wire.greeting():
+                await socket.send_str(greeting)
             async for frame in socket:
                 if frame.type != WSMsgType.TEXT:
                     continue
-                message = orjson.loads(frame.data)
+                message = self.wire.decode(frame.data)
                 self.received.append(message)
                 if self.silent:
                     continue
@@ -346,7 +565,7 @@ class FakeExchangeServer:
         return socket
 
     async def _rest(self, request: web.Request) -> web.Response:
-        query = dict(request.query)
+        query = {**request.query, **request.match_info}  # path parameters too (Coinbase)
         if self.throttle_next > 0:
             self.throttle_next -= 1
             self.rest_calls.append((429, query))
@@ -360,6 +579,29 @@ class FakeExchangeServer:
         self.rest_calls.append((200, query))
         await self._notify()
         return answer
+
+
+def _okx_row(t: TapeTrade) -> dict[str, str]:
+    return {
+        "instId": t.symbol,
+        "tradeId": t.trade_id,
+        "px": t.price,
+        "sz": t.size,
+        "side": "buy" if t.taker_buys else "sell",
+        "source": "0",
+        "ts": str(t.ts),
+    }
+
+
+def _kraken_rest_pair(pair: str) -> str:
+    """`BTC-USDT` → `XBTUSDT`, as Kraken's REST API names pairs."""
+    return pair.replace("BTC", "XBT").replace("-", "")
+
+
+def _rfc3339(ms: int) -> str:
+    """Epoch ms as the RFC 3339 text with nanoseconds that Coinbase and Kraken send."""
+    moment = datetime.fromtimestamp(ms // 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{moment}.{ms % 1000:03d}{ms % 7:06d}Z"
 
 
 def _dumps(value: Any) -> str:

@@ -22,6 +22,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from ingest import metrics
+from ingest.exchanges import EXCHANGE_MAP
 from ingest.exchanges.runner import build_feeds, run_feeds
 from ingest.producer import EventProducer
 from sigflow.settings import ExchangeUrls, Settings, settings_env
@@ -96,8 +97,7 @@ def tape_ids(trades: list[TapeTrade]) -> dict[str, list[str]]:
     """Trade ids per normalized symbol, in tape order."""
     by_symbol: dict[str, list[str]] = {}
     for trade in trades:
-        symbol = next(s for s in SYMBOLS if s.replace("-", "") == trade.symbol)
-        by_symbol.setdefault(symbol, []).append(trade.trade_id)
+        by_symbol.setdefault(trade.pair, []).append(trade.trade_id)
     return by_symbol
 
 
@@ -119,7 +119,7 @@ async def test_dropped_connection_and_missed_trades_end_up_on_the_topic_once_eac
 ) -> None:
     async with FakeExchangeServer(WIRES[exchange]()) as server:
         settings = feed_settings(pipeline_settings, server)
-        sequential = exchange == "binance"
+        sequential = EXCHANGE_MAP[exchange].sequential_trade_ids
         gaps_before = counter(metrics.GAPS, exchange, "sequence" if sequential else "outage")
         backfilled_before = counter(metrics.BACKFILLED, exchange)
         reconnects_before = counter(metrics.RECONNECTS, exchange)
