@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench import processors, sink
+from bench import processors, sink, worker
 from bench.report import BenchOptions, BenchResult
 
 BENCHMARKS: dict[str, Callable[[BenchOptions], BenchResult]] = {
     processors.NAME: processors.run,
     sink.NAME: sink.run,
+    worker.NAME: worker.run,
 }
 
 __all__ = ["BENCHMARKS", "BenchOptions", "BenchResult"]

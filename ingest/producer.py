@@ -62,6 +62,10 @@ class EventProducer:
         self._batches: dict[bytes, _TradeBatch] = {}
         self._linger = settings.ingest_linger_ms / 1000
         self._batch_due = asyncio.Event()
+        # One batch sender at a time: otherwise the linger task and a reader that filled
+        # a batch can both wait inside aiokafka (metadata, buffer space) and wake up in
+        # either order, putting a key's later batch before its earlier one.
+        self._sending = asyncio.Lock()
         self._lingerer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -145,11 +149,12 @@ class EventProducer:
         self._raise_failure()
 
     async def _send_batches(self, keys: list[bytes]) -> None:
-        for key in keys:
-            batch = self._batches.pop(key, None)
-            if batch is not None:
-                value = TRADE_CODEC.encode_batch(batch.trades)
-                await self.send(self._trades_topic, key, value, batch.source)
+        async with self._sending:
+            for key in keys:
+                batch = self._batches.pop(key, None)
+                if batch is not None:
+                    value = TRADE_CODEC.encode_batch(batch.trades)
+                    await self.send(self._trades_topic, key, value, batch.source)
 
     async def _send_lingering_batches(self) -> None:
         """Send each batch `ingest_linger_ms` after its first trade, however full."""

@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
@@ -62,6 +63,29 @@ async def test_pending_records_never_exceed_the_bound_and_all_arrive_in_key_orde
     assert len(found) == 2_000
     for k in range(3):
         assert in_key_order(found, f"k{k}".encode()) == list(range(k, 2_000, 3))
+
+
+async def test_batched_trades_keep_each_keys_order_when_linger_and_full_batches_race(
+    pipeline_settings: Settings,
+) -> None:
+    """A burst faster than the linger: the linger task sends each key's first batch while
+    the reader cuts the next ones, and both wait for aiokafka (topic metadata at first)."""
+    from bench.kafka_run import read_topic
+    from bench.processors import bench_trades
+
+    trades = bench_trades(8_000, seed=1, symbols=4)
+    async with EventProducer(pipeline_settings, component="test") as producer:
+        for trade in trades:
+            await producer.send_trade(trade, "test")
+        await producer.flush()
+    found = await read_topic(pipeline_settings.kafka_bootstrap, pipeline_settings.topic("trades"))
+    sent: dict[bytes, list[str]] = {}
+    for trade in trades:
+        sent.setdefault(f"{trade.exchange}:{trade.symbol}".encode(), []).append(trade.trade_id)
+    received: dict[bytes, list[str]] = {}
+    for key, value in found:
+        received.setdefault(key, []).extend(t["trade_id"] for t in orjson.loads(value))
+    assert received == sent
 
 
 @pytest.fixture
