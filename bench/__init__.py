@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench import processors, sink, worker
+from bench import latency, processors, sink, worker
 from bench.report import BenchOptions, BenchResult
 
 BENCHMARKS: dict[str, Callable[[BenchOptions], BenchResult]] = {
+    latency.NAME: latency.run,
     processors.NAME: processors.run,
     sink.NAME: sink.run,
     worker.NAME: worker.run,
