@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench import anomalies, ingest, processors, sink
+from bench import anomalies, ingest, latency, processors, sink, worker
 from bench.report import BenchOptions, BenchResult
 
 BENCHMARKS: dict[str, Callable[[BenchOptions], BenchResult]] = {
+    latency.NAME: latency.run,
     processors.NAME: processors.run,
     sink.NAME: sink.run,
     anomalies.NAME: anomalies.run,
     ingest.NAME: ingest.run,
+    worker.NAME: worker.run,
 }
 
 __all__ = ["BENCHMARKS", "BenchOptions", "BenchResult"]

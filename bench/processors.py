@@ -1,12 +1,14 @@
 """Benchmark `processors`: the candle hot path against a naive per-record agent.
 
-sigflow: `CandleStream.process()` on micro-batches of raw JSON trade records, with the
-state in a dict as the Faust table keeps it. Baseline: what a straightforward Faust
-agent does per event: `json.loads`, pydantic `Trade.model_validate`, and a Python dict
-update of the OHLCV of (key, minute), with the same watermark rules so both paths emit
-the same candles. Both run on the same records in the same process, alternating which
-goes first. Neither talks to Kafka: this is the CPU cost per trade, not the throughput
-of a worker (see NOTES.md "Faust throughput" for that).
+sigflow: `CandleStream.process()` on micro-batches of `trades` records as
+`EventProducer` writes them (each a JSON array of up to `ingest_batch_trades` trades of
+one key), with the state in a dict as the Faust table keeps it. Baseline: what a
+straightforward Faust agent does per event, on one trade object per record:
+`json.loads`, pydantic `Trade.model_validate`, and a Python dict update of the OHLCV of
+(key, minute), with the same watermark rules so both paths emit the same candles. Both
+get micro-batches of the same trades (`--batch-size` trades each: whole records for
+sigflow), in the same process, alternating which goes first. Neither talks to Kafka:
+this is the CPU cost per trade; `sigflow bench worker` measures real workers on Kafka.
 """
 
 from __future__ import annotations
@@ -70,34 +72,57 @@ class PathRun:
     late: int
 
 
-def trade_records(
+def bench_trades(
     count: int, seed: int, symbols: int, trades_per_second: float = TRADES_PER_SECOND
-) -> list[RawRecord]:
-    """Synthetic trades as the `trades` topic holds them: JSON values, `exchange:symbol` keys.
+) -> list[Any]:
+    """The benchmarks' synthetic trades (`Trade` wire structs), in exchange order."""
+    return list(
+        synthetic_trades(
+            exchange=EXCHANGE,
+            symbols=symbol_prices(symbols),
+            count=count,
+            trades_per_second=trades_per_second,
+            seed=seed,
+            start_ts=START_TS,
+        )
+    )
 
-    The partition is a stable hash of the key (Kafka's murmur2 is not needed: placement
-    only has to keep each key in one partition); offsets count up per partition.
+
+def trade_records(
+    count: int,
+    seed: int,
+    symbols: int,
+    trades_per_record: int = 1,
+    trades_per_second: float = TRADES_PER_SECOND,
+) -> list[RawRecord]:
+    """Synthetic trades as the `trades` topic holds them, keyed `exchange:symbol`.
+
+    `trades_per_record` > 1 batches them as `EventProducer` does when trades come faster
+    than its linger: a key's record is written once it holds that many trades, and the
+    leftovers at the end. The partition is a stable hash of the key (Kafka's murmur2 is
+    not needed: placement only has to keep each key in one partition); offsets count up
+    per partition.
     """
     codec = codec_for(Trade)
     topic, partitions = DEFAULTS.topic("trades"), DEFAULTS.topic_partitions
     next_offset = [0] * partitions
-    partition_of: dict[bytes, int] = {}
     records = []
-    trade: Any  # a `Trade` wire struct
-    for trade in synthetic_trades(
-        exchange=EXCHANGE,
-        symbols=symbol_prices(symbols),
-        count=count,
-        trades_per_second=trades_per_second,
-        seed=seed,
-        start_ts=START_TS,
-    ):
-        key = f"{trade.exchange}:{trade.symbol}".encode()
-        partition = partition_of.setdefault(key, zlib.crc32(key) % partitions)
-        records.append(
-            RawRecord(topic, partition, next_offset[partition], key, codec.encode(trade))
-        )
+
+    def write(key: bytes, trades: list[Any]) -> None:
+        partition = zlib.crc32(key) % partitions
+        value = codec.encode(trades[0]) if trades_per_record == 1 else codec.encode_batch(trades)
+        records.append(RawRecord(topic, partition, next_offset[partition], key, value))
         next_offset[partition] += 1
+
+    pending: dict[bytes, list[Any]] = {}
+    for trade in bench_trades(count, seed, symbols, trades_per_second):
+        key = f"{trade.exchange}:{trade.symbol}".encode()
+        batch = pending.setdefault(key, [])
+        batch.append(trade)
+        if len(batch) >= trades_per_record:
+            write(key, pending.pop(key))
+    for key, batch in pending.items():
+        write(key, batch)
     return records
 
 
@@ -286,43 +311,55 @@ def run(options: BenchOptions) -> BenchResult:
     Both paths run `options.repeats` times on the same batches; medians are reported.
     """
     options.say(f"generating {options.trades:,} trades over {options.symbols} symbols")
-    records = trade_records(options.trades, options.seed, options.symbols)
-    batches = micro_batches(records, options.batch_size)
+    single = trade_records(options.trades, options.seed, options.symbols)
+    batched = trade_records(
+        options.trades, options.seed, options.symbols, DEFAULTS.ingest_batch_trades
+    )
+    # The same trades per micro-batch on both paths: whole batched records for sigflow.
+    baseline_batches = micro_batches(single, options.batch_size)
+    batches = micro_batches(batched, max(1, options.batch_size // DEFAULTS.ingest_batch_trades))
     run_sigflow(batches[:WARMUP_BATCHES])
-    run_baseline(batches[:WARMUP_BATCHES])
-    paths = {"sigflow": run_sigflow, "baseline": run_baseline}
+    run_baseline(baseline_batches[:WARMUP_BATCHES])
+    paths = {
+        "sigflow": lambda: run_sigflow(batches),
+        "baseline": lambda: run_baseline(baseline_batches),
+    }
     runs: dict[str, list[PathRun]] = {"sigflow": [], "baseline": []}
     for repetition in range(options.repeats):
         # Alternate who goes first so drift (thermal, neighbours) hits both alike.
         order = ["sigflow", "baseline"] if repetition % 2 == 0 else ["baseline", "sigflow"]
         for name in order:
             gc.collect()
-            runs[name].append(paths[name](batches))
+            runs[name].append(paths[name]())
         check_same_work(runs["sigflow"][-1], runs["baseline"][-1])
         options.say(
             f"repetition {repetition + 1}/{options.repeats}: "
             + ", ".join(
-                f"{name} {len(records) / runs[name][-1].seconds:,.0f} trades/s" for name in paths
+                f"{name} {options.trades / runs[name][-1].seconds:,.0f} trades/s" for name in paths
             )
         )
 
     def measured(label: str, path_runs: list[PathRun]) -> Measurement:
         return Measurement(
             label=label,
-            rates=tuple(len(records) / r.seconds for r in path_runs),
+            rates=tuple(options.trades / r.seconds for r in path_runs),
             batch_seconds=tuple(s for r in path_runs for s in r.batch_seconds),
         )
 
     return BenchResult(
         bench=NAME,
         unit="trades/s",
-        sigflow=measured("CandleStream.process per micro-batch", runs["sigflow"]),
+        sigflow=measured(
+            f"CandleStream.process per micro-batch of {DEFAULTS.ingest_batch_trades}-trade records",
+            runs["sigflow"],
+        ),
         baseline=measured(BASELINE_NAME, runs["baseline"]),
         baseline_name=BASELINE_NAME,
-        title="candle hot path on raw JSON trade records",
+        title="candle hot path on raw JSON trades records, no Kafka",
         parameters={
-            "trades": f"{len(records):,}",
-            "batches": f"{len(batches)}x{options.batch_size:,}",
+            "trades": f"{options.trades:,}",
+            "records": f"{len(batched):,} vs {len(single):,}",
+            "batch_trades": f"{options.batch_size:,}",
             "keys": options.symbols,
             "interval": INTERVAL,
             "candles": len(runs["sigflow"][-1].candles),

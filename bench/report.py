@@ -83,6 +83,8 @@ class BenchResult:
     parameters: dict[str, Any] = field(default_factory=dict)
     # Optional rows of a second table printed before the JSON line (e.g. per-kind scores).
     breakdown: tuple[dict[str, str], ...] = ()
+    latency_label: str = "batch"  # what `Measurement.batch_seconds` times, for the table
+    extra: dict[str, Any] = field(default_factory=dict)  # more fields for the JSON line
 
     @property
     def ratio(self) -> float:
@@ -103,7 +105,7 @@ class BenchResult:
         if p50 is not None and p99 is not None:
             line["p50_ms"] = round(p50, 3)
             line["p99_ms"] = round(p99, 3)
-        return line
+        return {**line, **self.extra}
 
 
 def _rounded(value: float) -> float:
@@ -131,8 +133,8 @@ def print_report(result: BenchResult, console: Console | None = None) -> None:
     table.add_column("path", no_wrap=True)
     table.add_column(f"{result.unit} median", justify="right", no_wrap=True)
     table.add_column("min-max of runs", justify="right", no_wrap=True)
-    table.add_column("batch p50 ms", justify="right", no_wrap=True)
-    table.add_column("batch p99 ms", justify="right", no_wrap=True)
+    table.add_column(f"{result.latency_label} p50 ms", justify="right", no_wrap=True)
+    table.add_column(f"{result.latency_label} p99 ms", justify="right", no_wrap=True)
     for name, who in (("sigflow", result.sigflow), ("baseline", result.baseline)):
         table.add_row(
             name,
