@@ -144,7 +144,13 @@ class Subscriber:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await admin.start()
         try:
-            described = await admin.describe_topics(self.topics)
+            async with asyncio.timeout(30):
+                # A topic created a moment ago may be described without partitions yet.
+                while True:
+                    described = await admin.describe_topics(self.topics)
+                    if all(topic["partitions"] for topic in described):
+                        break
+                    await asyncio.sleep(0.2)
         finally:
             await admin.close()
         await self.consumer.start()

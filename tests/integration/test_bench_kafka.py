@@ -40,7 +40,8 @@ def test_latency_bench_times_signals_and_the_relay_and_prints_the_json_line(
     kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SIGFLOW_KAFKA_BOOTSTRAP", kafka_bootstrap)
-    line = json_line("latency", BenchOptions(trades=30_000, repeats=1, symbols=4))
+    # Enough paced seconds that signals fire after the warm-up even on a loaded machine.
+    line = json_line("latency", BenchOptions(trades=60_000, repeats=1, symbols=4))
 
     assert (line["bench"], line["unit"]) == ("latency", "trades/s")
     for field in ("p50_ms", "p99_ms", "candle_p50_ms", "candle_p99_ms", "baseline_p99_ms"):
