@@ -34,7 +34,7 @@ from schemas.codec import Codec, codec_for
 from schemas.events import Alert, Anomaly, Candle, IndicatorValues, OnchainTransfer, Signal, Trade
 from schemas.exceptions import SchemaError
 from sigflow.exceptions import StackError
-from sigflow.kafka import ensure_topics
+from sigflow.kafka import ensure_topics, topic_partitions
 from sigflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -167,12 +167,7 @@ class TopicFeed:
             await consumer.stop()
 
     async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        await consumer.topics()  # refreshes metadata: the topics may be brand new
-        partitions = [
-            TopicPartition(topic, partition)
-            for topic in self._by_kafka_topic
-            for partition in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
+        partitions = await topic_partitions(self.settings, list(self._by_kafka_topic))
         consumer.assign(partitions)
         starts = await consumer.beginning_offsets(partitions)
         ends = await consumer.end_offsets(partitions)
