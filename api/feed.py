@@ -49,6 +49,8 @@ FEED_LAG = Gauge("sigflow_api_feed_lag_records", "Records the API's topic consum
 
 PRICE_ENCODER = msgspec.json.Encoder()
 RETRY_SECONDS = 2.0
+CONNECT_SECONDS = 3.0  # bounds each connection attempt, and so how long stop() waits
+STOP_SECONDS = 10.0
 TRADES_REWIND = 1_000  # per partition: enough to see every active key again
 YIELD_EVERY = 100  # events published between yields, so client writers keep up
 
@@ -109,16 +111,25 @@ class TopicFeed:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._lag: int | None = None
+        self._stopping = asyncio.Event()
 
     def start(self) -> None:
         """Run the consumer in the background; it reconnects until `stop()`."""
         if self._task is None:
+            self._stopping.clear()
             self._task = asyncio.create_task(self._run(), name="sigflow-api-feed")
 
     async def stop(self) -> None:
-        """Cancel the consumer task and wait for it (safe twice)."""
+        """Let the consumer finish its fetch and close (cancel it if that takes too
+        long); safe twice. Not cancelled outright: a Kafka client cancelled while
+        connecting leaks its connections."""
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        self._stopping.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), STOP_SECONDS)
+        except TimeoutError:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -128,7 +139,7 @@ class TopicFeed:
         return self._lag if self.connected else None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._consume()
             except (KafkaError, StackError, OSError) as exc:
@@ -139,21 +150,23 @@ class TopicFeed:
             finally:
                 self.connected = False
                 FEED_LAG.set(0)
-            await asyncio.sleep(RETRY_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), RETRY_SECONDS)
 
     async def _consume(self) -> None:
-        await ensure_topics(self.settings, timeout=10.0)
+        await ensure_topics(self.settings, timeout=CONNECT_SECONDS)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",
+            request_timeout_ms=int(CONNECT_SECONDS * 1000),
         )
-        await consumer.start()
         try:
+            await consumer.start()
             partitions = await self._assign(consumer)
             self.connected = True
-            while True:
+            while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
                 for tp, records in batches.items():
                     await self._publish(self._by_kafka_topic[tp.topic], records)

@@ -36,6 +36,7 @@ async def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     try:
         await asyncio.wait_for(admin.start(), timeout)
     except (KafkaConnectionError, TimeoutError) as exc:
+        await admin.close()
         raise StackError(
             f"cannot reach Kafka at {settings.kafka_bootstrap} "
             "(is it running? try `sigflow stack up`)"
@@ -70,8 +71,8 @@ async def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
 async def topic_partitions(settings: Settings, topics: list[str]) -> list[TopicPartition]:
     """Every partition of `topics`, from the broker's metadata."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
     try:
+        await admin.start()
         described = await admin.describe_topics(topics)
     finally:
         await admin.close()

@@ -71,12 +71,7 @@ def run_sink(settings: Settings) -> None:
 def run_api(settings: Settings) -> None:
     """Serve the API with uvicorn until SIGTERM/SIGINT."""
     from api.app import create_app
+    from api.server import server_config
 
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_config=None,
-        access_log=False,
-    )
+    config = server_config(create_app(settings), settings.api_host, settings.api_port)
     uvicorn.Server(config).run()

@@ -192,7 +192,10 @@ async def _read_commands(websocket: WebSocket, hub: Hub, client: StreamClient) -
 
     Replies go through the client's queue, so only the writer ever sends."""
     while True:
-        text = await websocket.receive_text()
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        text = message.get("text") or (message.get("bytes") or b"").decode(errors="replace")
         try:
             command = orjson.loads(text)
             if not isinstance(command, dict) or command.get("action") != "subscribe":
