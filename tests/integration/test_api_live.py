@@ -176,6 +176,11 @@ async def test_symbols_list_pairs_with_first_and_last_seen_and_pages_by_cursor(
     live_settings: Settings, key: str
 ) -> None:
     async with serve(live_settings, key) as http:
+
+        async def warmed() -> bool:  # the cold-start load runs in the background
+            return bool((await http.get("/v1/prices/latest?symbols=LTC-USD")).json())
+
+        await poll(warmed, "the price book warmed from the warehouse")
         everything = (await http.get("/v1/symbols")).json()
         pages, cursor = [], None
         while True:
