@@ -109,7 +109,7 @@ async def query_rows(
     return result.result_rows
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -119,7 +119,7 @@ async def get_clickhouse(request: Request) -> AsyncClient:
     return await warehouse.client()
 
 
-def get_book(request: Request) -> PriceBook:
+async def get_book(request: Request) -> PriceBook:
     book: PriceBook = request.app.state.price_book
     return book
 

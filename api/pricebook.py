@@ -1,8 +1,8 @@
 """The last trade per exchange and symbol, and the cross-exchange price derived from it.
 
 Pure and in memory: the topic feed (or a cold-start warehouse query) calls `update`,
-the prices route calls `latest`. A trade only replaces an older one, so the feed and
-the warehouse may fill the book in any order.
+the prices route calls `latest` (shaped as `schemas.api.SymbolPricePublic`). A trade
+only replaces an older one, so the feed and the warehouse may fill the book in any order.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
-
-from schemas.api import ExchangePricePublic, SymbolPricePublic
+from typing import Any, Literal
 
 Source = Literal["stream", "warehouse"]
 
@@ -59,8 +57,10 @@ class PriceBook:
 
     def latest(
         self, now_ms: int, symbols: set[str] | None = None, exchange: str | None = None
-    ) -> list[SymbolPricePublic]:
-        """Prices by symbol (all, or `symbols`), optionally of one exchange only."""
+    ) -> list[dict[str, Any]]:
+        """Prices by symbol (all, or `symbols`), optionally of one exchange only, shaped
+        as `SymbolPricePublic`. Plain dicts: this is the hot path of the API, and building
+        models per request costs more than the rest of the request."""
         result = []
         for symbol in sorted(self._last if symbols is None else symbols & self._last.keys()):
             trades = [
@@ -72,32 +72,32 @@ class PriceBook:
                 result.append(self._aggregate(symbol, trades, now_ms))
         return result
 
-    def _aggregate(self, symbol: str, trades: list[LastTrade], now_ms: int) -> SymbolPricePublic:
+    def _aggregate(self, symbol: str, trades: list[LastTrade], now_ms: int) -> dict[str, Any]:
         newest = max(trade.ts for trade in trades)
-        exchanges = [
-            ExchangePricePublic(
-                exchange=trade.exchange,
-                price=trade.price,
-                size=trade.size,
-                side=trade.side,
-                ts=trade.ts,
-                age_ms=now_ms - trade.ts,
-                behind_ms=newest - trade.ts,
-                included=newest - trade.ts <= self.max_skew_ms,
-                source=trade.source,
-            )
+        exchanges: list[dict[str, Any]] = [
+            {
+                "exchange": trade.exchange,
+                "price": trade.price,
+                "size": trade.size,
+                "side": trade.side,
+                "ts": trade.ts,
+                "age_ms": now_ms - trade.ts,
+                "behind_ms": newest - trade.ts,
+                "included": newest - trade.ts <= self.max_skew_ms,
+                "source": trade.source,
+            }
             for trade in trades
         ]
-        prices = [e.price for e in exchanges if e.included]
+        prices = [t.price for t in trades if newest - t.ts <= self.max_skew_ms]
         median = statistics.median(prices)
         low, high = min(prices), max(prices)
-        return SymbolPricePublic(
-            symbol=symbol,
-            price=median,
-            low=low,
-            high=high,
-            spread_bps=(high - low) / median * 10_000,
-            ts=newest,
-            age_ms=now_ms - newest,
-            exchanges=exchanges,
-        )
+        return {
+            "symbol": symbol,
+            "price": median,
+            "low": low,
+            "high": high,
+            "spread_bps": (high - low) / median * 10_000,
+            "ts": newest,
+            "age_ms": now_ms - newest,
+            "exchanges": exchanges,
+        }

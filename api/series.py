@@ -53,7 +53,7 @@ WHERE_SERIES = (
 )
 
 
-def series_window(
+async def series_window(
     exchange: ExchangeId,
     symbol: Symbol,
     interval: Annotated[str, Query(description="Window length, e.g. `1m`.")] = "1m",

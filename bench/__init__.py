@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench import processors, sink
+from bench import api, processors, sink
 from bench.report import BenchOptions, BenchResult
 
 BENCHMARKS: dict[str, Callable[[BenchOptions], BenchResult]] = {
+    api.NAME: api.run,
     processors.NAME: processors.run,
     sink.NAME: sink.run,
 }

@@ -12,6 +12,7 @@ from api.errors import ApiError
 from api.fanout import Dropped, Hub, StreamEvent, Subscription
 from api.feed import last_per_key
 from api.pricebook import LastTrade, PriceBook
+from schemas.api import SymbolPricePublic
 
 
 def trade(exchange: str, price: float, ts: int, symbol: str = "BTC-USD") -> LastTrade:
@@ -23,10 +24,11 @@ def test_cross_exchange_price_is_the_median_of_last_prices_with_each_age() -> No
     for exchange, price, ts in (("a", 100.0, 1_000), ("b", 102.0, 2_000), ("c", 107.0, 1_500)):
         book.update(trade(exchange, price, ts))
     [btc] = book.latest(now_ms=5_000)
-    assert btc.price == statistics.median([100.0, 102.0, 107.0])
-    assert (btc.low, btc.high, btc.ts, btc.age_ms) == (100.0, 107.0, 2_000, 3_000)
-    assert btc.spread_bps == pytest.approx((107 - 100) / 102 * 10_000)
-    assert [(e.exchange, e.age_ms, e.behind_ms) for e in btc.exchanges] == [
+    SymbolPricePublic.model_validate(btc)  # the documented shape
+    assert btc["price"] == statistics.median([100.0, 102.0, 107.0])
+    assert (btc["low"], btc["high"], btc["ts"], btc["age_ms"]) == (100.0, 107.0, 2_000, 3_000)
+    assert btc["spread_bps"] == pytest.approx((107 - 100) / 102 * 10_000)
+    assert [(e["exchange"], e["age_ms"], e["behind_ms"]) for e in btc["exchanges"]] == [
         ("a", 4_000, 1_000),
         ("b", 3_000, 0),
         ("c", 3_500, 500),
@@ -38,15 +40,18 @@ def test_an_exchange_too_far_behind_is_shown_but_left_out_of_the_price() -> None
     book.update(trade("fresh", 100.0, 10_000))
     book.update(trade("stale", 90.0, 8_000))
     [btc] = book.latest(now_ms=10_000)
-    assert btc.price == 100.0
-    assert [(e.exchange, e.included) for e in btc.exchanges] == [("fresh", True), ("stale", False)]
+    assert btc["price"] == 100.0
+    assert [(e["exchange"], e["included"]) for e in btc["exchanges"]] == [
+        ("fresh", True),
+        ("stale", False),
+    ]
 
 
 def test_an_older_trade_never_replaces_a_newer_one() -> None:
     book = PriceBook(max_skew_ms=0)
     assert book.update(trade("a", 100.0, 2_000))
     assert not book.update(trade("a", 99.0, 1_000))
-    assert book.latest(now_ms=2_000)[0].price == 100.0
+    assert book.latest(now_ms=2_000)[0]["price"] == 100.0
 
 
 def test_symbols_and_exchange_filter_the_book() -> None:
@@ -54,9 +59,9 @@ def test_symbols_and_exchange_filter_the_book() -> None:
     book.update(trade("a", 100.0, 1, "BTC-USD"))
     book.update(trade("b", 101.0, 1, "BTC-USD"))
     book.update(trade("a", 5.0, 1, "ETH-USD"))
-    assert [p.symbol for p in book.latest(0, {"ETH-USD", "XRP-USD"})] == ["ETH-USD"]
+    assert [p["symbol"] for p in book.latest(0, {"ETH-USD", "XRP-USD"})] == ["ETH-USD"]
     [only_b] = book.latest(0, exchange="b")
-    assert (only_b.symbol, only_b.price, len(only_b.exchanges)) == ("BTC-USD", 101.0, 1)
+    assert (only_b["symbol"], only_b["price"], len(only_b["exchanges"])) == ("BTC-USD", 101.0, 1)
 
 
 def test_conflation_keeps_the_last_record_of_each_key_in_offset_order() -> None:
