@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install lint clean
+.PHONY: demo test install lint clean system-packages vendor-charts
 
 ## demo: install, then run the whole pipeline once on the embedded stack and print results
 demo: install
@@ -13,7 +13,11 @@ demo: install
 test: install lint
 	$(BIN)/python -m pytest
 
-install: $(BIN)/.installed
+install: $(BIN)/.installed system-packages
+
+## system-packages: Debian tools the browser test and `sigflow bench api` need (idempotent)
+system-packages:
+	bash deploy/system-packages.sh
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,3 +32,7 @@ lint: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis
+
+## vendor-charts: re-fetch the dashboard's charting library from npm (see the script)
+vendor-charts:
+	bash api/static/vendor/fetch-lightweight-charts.sh

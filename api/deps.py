@@ -9,15 +9,19 @@ from typing import Annotated, Any
 from clickhouse_connect.driver.asyncclient import AsyncClient
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, APIKeyQuery
+from starlette.requests import HTTPConnection
 
 from api.errors import ApiError
+from api.fanout import Hub
 from api.keys import ApiKeyStore
+from api.pricebook import PriceBook
 from sigflow.exceptions import StackError
 from sigflow.settings import Settings
 from sinks.warehouse import connect, database_name
 
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False)
+API_KEY_QUERY = APIKeyQuery(name="api_key", auto_error=False)
 
 
 class Warehouse:
@@ -45,31 +49,27 @@ class Warehouse:
             self._client = None
 
 
-async def require_api_key(
-    request: Request,
-    api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
-) -> str:
-    """The caller's key id; 401 without a valid key, 429 past the key's rate limit.
-
-    With `api_public_read`, requests without a key are served, limited per client IP.
-    """
-    settings: Settings = request.app.state.settings
-    if api_key is None:
+async def authenticate(connection: HTTPConnection, token: str | None) -> str:
+    """The caller (`key:ID`, or `ip:HOST` under public read); 401 without a valid key,
+    429 past the caller's rate limit. Also noted on the connection for the access log."""
+    settings: Settings = connection.app.state.settings
+    if token is None:
         if not settings.api_public_read:
             raise ApiError(401, "missing_api_key", "send an API key in the X-API-Key header")
-        caller = f"ip:{request.client.host if request.client else 'unknown'}"
+        caller = f"ip:{connection.client.host if connection.client else 'unknown'}"
     else:
-        warehouse: Warehouse = request.app.state.warehouse
-        keys = request.app.state.api_keys
+        keys = connection.app.state.api_keys
         if keys is None:
-            keys = request.app.state.api_keys = ApiKeyStore(
+            warehouse: Warehouse = connection.app.state.warehouse
+            keys = connection.app.state.api_keys = ApiKeyStore(
                 await warehouse.client(), database_name(settings)
             )
-        key_id = await keys.verify(api_key)
+        key_id = await keys.verify(token)
         if key_id is None:
             raise ApiError(401, "invalid_api_key", "the X-API-Key is unknown or revoked")
         caller = f"key:{key_id}"
-    retry_after = request.app.state.rate_limiter.retry_after(caller)
+    connection.state.caller = caller
+    retry_after = connection.app.state.rate_limiter.retry_after(caller)
     if retry_after is not None:
         raise ApiError(
             429,
@@ -78,6 +78,24 @@ async def require_api_key(
             headers={"Retry-After": str(retry_after)},
         )
     return caller
+
+
+async def require_api_key(
+    request: Request,
+    api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
+) -> str:
+    """The caller of a /v1 request, authenticated by its X-API-Key header."""
+    return await authenticate(request, api_key)
+
+
+async def require_stream_key(
+    request: Request,
+    header_key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
+    query_key: Annotated[str | None, Security(API_KEY_QUERY)] = None,
+) -> str:
+    """Like `require_api_key`, but the key may also come as `?api_key=`, because a
+    browser's EventSource and WebSocket cannot send headers."""
+    return await authenticate(request, header_key or query_key)
 
 
 async def query_rows(
@@ -91,7 +109,7 @@ async def query_rows(
     return result.result_rows
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -101,5 +119,16 @@ async def get_clickhouse(request: Request) -> AsyncClient:
     return await warehouse.client()
 
 
+async def get_book(request: Request) -> PriceBook:
+    book: PriceBook = request.app.state.price_book
+    return book
+
+
+def get_hub(connection: HTTPConnection) -> Hub:
+    hub: Hub = connection.app.state.hub
+    return hub
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+PriceBookDep = Annotated[PriceBook, Depends(get_book)]
 ClickHouseDep = Annotated[AsyncClient, Depends(get_clickhouse)]

@@ -41,6 +41,9 @@ def _response(
     return JSONResponse(body.model_dump(), status_code=status)
 
 
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route framework and sigflow errors into the one error shape."""
 
@@ -63,5 +66,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
-        return _response(exc.status_code, code, str(exc.detail))
+        code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        response = _response(exc.status_code, code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return response

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench import anomalies, ingest, latency, processors, sink, worker
+from bench import anomalies, api, ingest, latency, processors, sink, worker
 from bench.report import BenchOptions, BenchResult
 
 BENCHMARKS: dict[str, Callable[[BenchOptions], BenchResult]] = {
+    api.NAME: api.run,
     latency.NAME: latency.run,
     processors.NAME: processors.run,
     sink.NAME: sink.run,

@@ -55,6 +55,9 @@ class Measurement:
     label: str  # what ran, for a person: "CandleStream.process on 2,000-record batches"
     rates: tuple[float, ...]
     batch_seconds: tuple[float, ...] = ()
+    # Latency quantiles an external load generator reported (quantile -> ms, median over
+    # repetitions), for benchmarks that cannot see individual samples (e.g. wrk).
+    quantiles_ms: dict[float, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -63,6 +66,8 @@ class Measurement:
 
     def latency_ms(self, quantile: float) -> float | None:
         """Nearest-rank batch latency quantile in ms (None when latency was not measured)."""
+        if quantile in self.quantiles_ms:
+            return self.quantiles_ms[quantile]
         if not self.batch_seconds:
             return None
         ordered = sorted(self.batch_seconds)

@@ -87,23 +87,28 @@ async def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
         await admin.close()
 
 
-async def consumer_lag(settings: Settings, group: str, topics: list[str]) -> int | None:
-    """Records of `topics` that `group` has not committed yet; None before its first commit.
-
-    Reads commits through a consumer of the group that never subscribes (so it does not
-    join or disturb the group); the admin OffsetFetch is not served by every broker.
-    """
+async def topic_partitions(settings: Settings, topics: list[str]) -> list[TopicPartition]:
+    """Every partition of `topics`, from the broker's metadata."""
     admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await start_kafka_client(admin, settings)
     try:
         described = await admin.describe_topics(topics)
     finally:
         await admin.close()
-    partitions = [
+    return [
         TopicPartition(topic["topic"], partition["partition"])
         for topic in described
-        for partition in topic["partitions"]
+        for partition in sorted(topic["partitions"], key=lambda p: p["partition"])
     ]
+
+
+async def consumer_lag(settings: Settings, group: str, topics: list[str]) -> int | None:
+    """Records of `topics` that `group` has not committed yet; None before its first commit.
+
+    Reads commits through a consumer of the group that never subscribes (so it does not
+    join or disturb the group); the admin OffsetFetch is not served by every broker.
+    """
+    partitions = await topic_partitions(settings, topics)
     consumer = AIOKafkaConsumer(**kafka_client_options(settings), group_id=group)
     await start_kafka_client(consumer, settings)
     try:

@@ -179,14 +179,13 @@ def run_chain_ingest(settings: Settings, *, from_block: int | None = None) -> No
 def run_api(settings: Settings) -> None:
     """Serve the API with uvicorn until SIGTERM/SIGINT (health and metrics on its port)."""
     from api.app import create_app
+    from api.server import server_config
 
     wait_for_dependencies(role_dependencies(settings, "api"), settings.startup_timeout_seconds)
-    config = uvicorn.Config(
+    config = server_config(
         create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_config=None,
-        access_log=False,
+        settings.api_host,
+        settings.api_port,
         # HTTPS straight from uvicorn when a certificate is configured (None: plain HTTP).
         ssl_certfile=settings.api_ssl_certfile,
         ssl_keyfile=settings.api_ssl_keyfile,

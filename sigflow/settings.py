@@ -292,6 +292,39 @@ class Settings(BaseSettings):
         600, ge=1, description="Requests per minute per API key (or per IP when public)."
     )
 
+    # API: live view, stream and browser access
+    api_cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from a browser (CORS), e.g. "
+        '["https://dash.example.com"]; empty: none.',
+    )
+    api_stream_queue_size: int = Field(
+        1_000,
+        ge=1,
+        description="Events a live-stream client may have waiting; past it the client is "
+        "dropped with a reason instead of slowing the others.",
+    )
+    api_stream_max_lag: int = Field(
+        10_000,
+        ge=0,
+        description="Records the API's topic consumer may be behind and still be ready.",
+    )
+    api_stream_heartbeat_seconds: float = Field(
+        15.0, gt=0, description="Keep-alive interval of idle live-stream connections."
+    )
+    api_stream_recent: int = Field(
+        50,
+        ge=0,
+        description="Newest events per topic (signals, anomalies ...) kept in memory and "
+        "sent to a stream client that asks for a snapshot.",
+    )
+    api_price_max_skew_ms: int = Field(
+        60_000,
+        ge=0,
+        description="An exchange's last trade older than this behind the symbol's newest "
+        "trade is left out of the cross-exchange price.",
+    )
+
     # Observability
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
     log_json: bool = Field(True, description="Structured JSON logs (false: human-readable).")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
+from api.cursor import CURSOR_HEADERS, set_next_cursor
 from api.deps import ClickHouseDep, SettingsDep, query_rows
 from api.errors import ErrorPublic
-from api.series import WHERE_SERIES, SeriesDep
+from api.series import SeriesDep
 from schemas.events import Candle
 from sinks.warehouse import database_name
 
@@ -21,16 +22,25 @@ CANDLE_COLUMNS = [
 @router.get(
     "",
     response_model=list[Candle],
-    responses={422: {"model": ErrorPublic}, 503: {"model": ErrorPublic}},
+    responses={
+        200: {"headers": CURSOR_HEADERS},
+        422: {"model": ErrorPublic},
+        503: {"model": ErrorPublic},
+    },
 )
 async def list_candles(
-    settings: SettingsDep, clickhouse: ClickHouseDep, series: SeriesDep
+    settings: SettingsDep, clickhouse: ClickHouseDep, series: SeriesDep, response: Response
 ) -> list[Candle]:
-    """Candles in time order; the newest window appears once the watermark closes it."""
+    """Candles in time order; the newest window appears once the watermark closes it.
+
+    A full page sets `X-Next-Cursor`; pass it as `cursor` for the next one."""
     sql = (
         f"SELECT {', '.join(CANDLE_COLUMNS)} FROM {database_name(settings)}.candles FINAL "
-        f"WHERE {WHERE_SERIES} ORDER BY open_time LIMIT {{limit:UInt32}}"
+        f"WHERE {series.where} ORDER BY open_time LIMIT {{limit:UInt32}}"
     )
     rows = await query_rows(clickhouse, sql, series.parameters())
     fields = list(Candle.model_fields)
-    return [Candle(**dict(zip(fields, row, strict=True))) for row in rows]
+    candles = [Candle(**dict(zip(fields, row, strict=True))) for row in rows]
+    if candles:
+        set_next_cursor(response, len(candles), series.limit, [candles[-1].open_time])
+    return candles

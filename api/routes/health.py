@@ -23,9 +23,13 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request, settings: SettingsDep) -> JSONResponse:
-    """Ready when ClickHouse answers a query and a Kafka bootstrap server accepts connections."""
+    """Ready when ClickHouse answers a query, a Kafka bootstrap server accepts connections,
+    and the topic feed behind prices and the stream is at most `api_stream_max_lag`
+    records behind."""
     kafka = dependency(settings, "kafka")
     checks = {"kafka": await asyncio.to_thread(kafka.reachable)}
+    lag = request.app.state.feed.lag()
+    checks["stream"] = lag is not None and lag <= settings.api_stream_max_lag
     try:
         client = await request.app.state.warehouse.client()
         await client.query("SELECT 1")
@@ -35,6 +39,6 @@ async def readyz(request: Request, settings: SettingsDep) -> JSONResponse:
         checks["clickhouse"] = False
     ready = all(checks.values())
     return JSONResponse(
-        {"status": "ready" if ready else "not_ready", "checks": checks},
+        {"status": "ready" if ready else "not_ready", "checks": checks, "stream_lag": lag},
         status_code=200 if ready else 503,
     )

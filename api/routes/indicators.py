@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
+from api.cursor import CURSOR_HEADERS, set_next_cursor
 from api.deps import ClickHouseDep, SettingsDep, query_rows
 from api.errors import ApiError, ErrorPublic
-from api.series import WHERE_SERIES, SeriesDep
+from api.series import SeriesDep
 from processors.indicators import INDICATOR_NAMES
 from schemas.events import IndicatorValues
 from sinks.warehouse import database_name
@@ -19,12 +20,17 @@ router = APIRouter(prefix="/v1/indicators", tags=["indicators"])
 @router.get(
     "",
     response_model=list[IndicatorValues],
-    responses={422: {"model": ErrorPublic}, 503: {"model": ErrorPublic}},
+    responses={
+        200: {"headers": CURSOR_HEADERS},
+        422: {"model": ErrorPublic},
+        503: {"model": ErrorPublic},
+    },
 )
 async def list_indicators(
     settings: SettingsDep,
     clickhouse: ClickHouseDep,
     series: SeriesDep,
+    response: Response,
     name: Annotated[
         list[str] | None,
         Query(
@@ -45,12 +51,14 @@ async def list_indicators(
     sql = (
         "SELECT toUnixTimestamp64Milli(open_time), groupArray(name), groupArray(value) "
         f"FROM {database_name(settings)}.indicators FINAL "
-        f"WHERE {WHERE_SERIES} {names_filter}"
+        f"WHERE {series.where} {names_filter}"
         "GROUP BY open_time ORDER BY open_time LIMIT {limit:UInt32}"
     )
     parameters = {**series.parameters(), "names": name or []}
     rows = await query_rows(clickhouse, sql, parameters)
     order = {indicator: i for i, indicator in enumerate(INDICATOR_NAMES)}
+    if rows:
+        set_next_cursor(response, len(rows), series.limit, [rows[-1][0]])
     return [
         IndicatorValues(
             exchange=series.exchange,

@@ -6,6 +6,8 @@ row this module inserted itself.
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -72,6 +74,7 @@ def settings_for(kafka_bootstrap: str, clickhouse_url: str, database: str) -> Se
         kafka_bootstrap=kafka_bootstrap,
         clickhouse_url=clickhouse_url,
         clickhouse_database=database,
+        topic_prefix=f"{database}.",
         log_json=False,
     )
 
@@ -105,17 +108,16 @@ async def new_api_key(settings: Settings, name: str = "tests") -> str:
 
 @asynccontextmanager
 async def serve(settings: Settings, api_key: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
-    """The app in-process; requests carry `api_key` when one is given."""
+    """The app in-process with its lifespan (topic feed, warehouse); requests carry
+    `api_key` when one is given."""
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app)
     headers = {"X-API-Key": api_key} if api_key else {}
-    try:
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://api", headers=headers
-        ) as http:
-            yield http
-    finally:
-        await app.state.warehouse.close()
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://api", headers=headers) as http,
+    ):
+        yield http
 
 
 @pytest.fixture(scope="module")
@@ -305,10 +307,18 @@ async def test_healthz_answers_ok(api: httpx.AsyncClient) -> None:
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
 
 
-async def test_readyz_is_ready_when_kafka_and_clickhouse_answer(api: httpx.AsyncClient) -> None:
-    response = await api.get("/readyz")
-    assert response.status_code == 200
-    assert response.json() == {"status": "ready", "checks": {"kafka": True, "clickhouse": True}}
+async def test_readyz_is_ready_when_kafka_clickhouse_and_the_stream_feed_are(
+    api: httpx.AsyncClient,
+) -> None:
+    deadline = time.monotonic() + 30
+    while (response := await api.get("/readyz")).status_code != 200:
+        assert time.monotonic() < deadline, response.text  # the feed connects in the background
+        await asyncio.sleep(0.2)
+    assert response.json() == {
+        "status": "ready",
+        "checks": {"kafka": True, "stream": True, "clickhouse": True},
+        "stream_lag": 0,
+    }
 
 
 @pytest.mark.parametrize(
@@ -328,8 +338,12 @@ async def test_readyz_is_503_naming_each_service_that_does_not_answer(
     async with serve(settings) as http:
         response = await http.get("/readyz")
     assert response.status_code == 503
-    checks = {"kafka": "kafka" not in down, "clickhouse": "clickhouse" not in down}
-    assert response.json() == {"status": "not_ready", "checks": checks}
+    checks = response.json()["checks"]
+    assert response.json()["status"] == "not_ready"
+    assert checks["kafka"] is ("kafka" not in down)
+    assert checks["clickhouse"] is ("clickhouse" not in down)
+    if "kafka" in down:
+        assert checks["stream"] is False  # no feed without a broker
 
 
 async def test_openapi_documents_the_candles_route_and_its_error_shape(
@@ -345,6 +359,7 @@ async def test_openapi_documents_the_candles_route_and_its_error_shape(
         "start",
         "end",
         "limit",
+        "cursor",
     }
     assert operation["responses"]["422"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorPublic"
