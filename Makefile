@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 .PHONY: demo test install lint clean system-packages vendor-charts
 
 ## demo: install, then run the whole pipeline once on the embedded stack and print results
-demo: install
+demo: $(BIN)/.installed
 	$(BIN)/sigflow demo --once
 
 ## test: install, then run every test against real Apache Kafka and the ClickHouse engine
