@@ -33,6 +33,7 @@ from api.pricebook import LastTrade, PriceBook
 from schemas.codec import Codec, codec_for
 from schemas.events import Alert, Anomaly, Candle, IndicatorValues, OnchainTransfer, Signal, Trade
 from schemas.exceptions import SchemaError
+from schemas.topics import TOPICS
 from sigflow.exceptions import StackError
 from sigflow.kafka import ensure_topics, topic_partitions
 from sigflow.settings import Settings
@@ -192,13 +193,23 @@ class TopicFeed:
             self._lag += ends[tp] - start
         return partitions
 
+    @staticmethod
+    def _decode(topic: StreamTopic, value: bytes | None) -> Any:
+        """One event of a record; of a batched record (`trades`), its newest valid one."""
+        if not TOPICS[topic.source].batched:
+            return topic.codec.decode(value)
+        events, _ = topic.codec.decode_batch(value)
+        if not events:
+            raise SchemaError("no valid event in the batch")
+        return events[-1]
+
     async def _publish(self, topic: StreamTopic, records: list[ConsumerRecord]) -> None:
         FEED_RECORDS.labels(topic.source).inc(len(records))
         if topic.name == "prices":
             records = last_per_key(records)
         for i, record in enumerate(records, 1):
             try:
-                event = topic.codec.decode(record.value)
+                event = self._decode(topic, record.value)
             except SchemaError:
                 FEED_REJECTED.labels(topic.source).inc()
                 continue

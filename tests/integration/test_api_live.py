@@ -181,7 +181,14 @@ async def test_symbols_list_pairs_with_first_and_last_seen_and_pages_by_cursor(
             return bool((await http.get("/v1/prices/latest?symbols=LTC-USD")).json())
 
         await poll(warmed, "the price book warmed from the warehouse")
-        everything = (await http.get("/v1/symbols")).json()
+        everything: list[dict[str, object]] = []
+
+        async def settled() -> bool:  # the warehouse load and the feed may still add pairs
+            nonlocal everything
+            latest, everything = everything, (await http.get("/v1/symbols")).json()
+            return bool(everything) and latest == everything
+
+        await poll(settled, "the symbol list to settle")
         pages, cursor = [], None
         while True:
             response = await http.get(

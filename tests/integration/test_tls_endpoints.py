@@ -106,10 +106,13 @@ async def test_warehouse_refuses_a_client_without_certificate(
         await connect(settings, database="")
 
 
-def test_api_serves_https_from_settings(tls: TLSFiles, tmp_path: Path, clickhouse_url: str) -> None:
+def test_api_serves_https_from_settings(
+    tls: TLSFiles, tmp_path: Path, clickhouse_url: str, kafka_bootstrap: str
+) -> None:
     port = free_port()
     settings = Settings(
         api_port=port,
+        kafka_bootstrap=kafka_bootstrap,  # the API feeds its live view from the topics
         clickhouse_url=clickhouse_url,
         api_ssl_certfile=tls.server_cert,
         api_ssl_keyfile=tls.server_key_encrypted,
