@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import faust
+from aiokafka.admin import NewTopic
 from faust.auth import Credentials
 
 from processors import metrics
@@ -40,6 +41,7 @@ from processors.exceptions import TokenPricesError
 from processors.onchain_stream import OnchainStream, PriceFeed, Source
 from processors.pricing import load_token_prices
 from processors.signals import SignalEngine, load_rules
+from schemas.topics import DAY_MS
 from sigflow.kafka_security import kafka_security_options
 from sigflow.settings import Settings
 
@@ -75,6 +77,20 @@ def by_symbol_topic(settings: Settings) -> str:
 def prices_topic(settings: Settings) -> str:
     """The internal topic of asset prices broadcast to every partition (on-chain join)."""
     return f"{settings.processor_app_id}-asset-prices"
+
+
+def internal_topics(settings: Settings) -> list[NewTopic]:
+    """Internal topics that must exist with `topic_partitions` partitions before the worker
+    starts: the broker would auto-create them with one partition on first use, and the
+    asset prices must be co-partitioned with the on-chain topics."""
+    return [
+        NewTopic(
+            name=prices_topic(settings),
+            num_partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication,
+            topic_configs={"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete"},
+        )
+    ]
 
 
 def raw_records(events: Iterable[Any]) -> list[RawRecord]:
