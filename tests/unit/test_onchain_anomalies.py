@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
+from processors.alerts import AlertEngine, load_alert_rules
+from processors.anomalies.findings import to_anomaly
 from processors.anomalies.gas_spike import BlockView, GasSpikeDetector
 from processors.anomalies.reorg import ReorgTracker
 from processors.anomalies.rules import AnomalyRules, load_anomaly_rules
@@ -393,3 +395,25 @@ def test_bad_and_mis_keyed_chain_records_go_to_the_dlq() -> None:
     reasons = [orjson.loads(value)["reason"] for _, value in result.dead_letters]
     assert len(reasons) == 3
     assert "not chain id 1" in reasons[1] and "invalid price point" in reasons[2]
+
+
+def test_the_default_alert_rules_alert_every_whale_and_chain_health_with_a_cool_down() -> None:
+    engine = AlertEngine(load_alert_rules())
+    cooldowns: dict[str, int] = {}
+    watch, counts = WhaleWatch(RULES.whale_transfer, PRICES, 1), Counter[str]()
+    for log_index in (1, 2):
+        watch.observe(transfer(log_index, "6000"), counts)
+    whales = watch.release(priced_book(), T0, counts)
+    fired = [d.alert for w in whales for d in engine.on_anomaly(to_anomaly(w), cooldowns)]
+    assert [a.rule for a in fired if a] == ["whale-transfers", "whale-transfers"]
+    tracker = ReorgTracker(RULES.reorg)
+    reorgs = []
+    for start in (10, 20):  # two 2-block reorgs a few blocks apart: the second is cooled down
+        tracker.update(view(start, GWEI, status="reorged"))
+        tracker.update(view(start + 1, GWEI, status="reorged"))
+        reorgs.append(tracker.update(view(start, GWEI, branch=1)))
+    decisions = [d for r in reorgs if r for d in engine.on_anomaly(to_anomaly(r), cooldowns)]
+    assert [(d.rule, d.alert is not None) for d in decisions] == [
+        ("chain-health", True),
+        ("chain-health", False),
+    ]
