@@ -8,7 +8,10 @@ Three agents, each `take_events` micro-batches with state in a changelogged tabl
   topic (`<app id>-candles-by-symbol`);
 - candles by symbol -> `CrossStream`: cross-exchange spreads (as `indicators` records)
   and divergence anomalies;
-- signals + anomalies -> `AlertStream`: alerts keyed by rule id.
+- signals + anomalies -> `AlertStream`: alerts keyed by rule id;
+- on-chain (see `onchain_stream.py`): candles -> `PriceFeed` -> closes broadcast to every
+  partition of `<app id>-asset-prices`; onchain.blocks + onchain.transfers + those
+  prices -> `OnchainStream`: gas-spike, reorg and whale-transfer anomalies.
 
 Guarantee: at-least-once delivery from Faust, made effectively-once for state by the
 last-offset check each stream keeps per key, and for output by deterministic records
@@ -21,19 +24,24 @@ never consumed its own repartitioned records, so it is not used.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import faust
+from aiokafka.admin import NewTopic
 from faust.auth import Credentials
 
 from processors import metrics
 from processors.alert_stream import AlertStream
 from processors.alerts import AlertEngine, load_alert_rules
-from processors.anomalies.rules import load_anomaly_rules
+from processors.anomalies.rules import AnomalyRules, load_anomaly_rules
 from processors.candle_stream import CandleStream, RawRecord
 from processors.cross_stream import CrossStream
+from processors.exceptions import TokenPricesError
+from processors.onchain_stream import OnchainStream, PriceFeed, Source
+from processors.pricing import load_token_prices
 from processors.signals import SignalEngine, load_rules
+from schemas.topics import DAY_MS
 from sigflow.kafka_security import kafka_security_options
 from sigflow.settings import Settings
 
@@ -64,6 +72,25 @@ def by_symbol_topic(settings: Settings) -> str:
     """The internal topic of closed candles keyed by symbol (one per app id, like Faust's
     own repartition topics)."""
     return f"{settings.processor_app_id}-candles-by-symbol"
+
+
+def prices_topic(settings: Settings) -> str:
+    """The internal topic of asset prices broadcast to every partition (on-chain join)."""
+    return f"{settings.processor_app_id}-asset-prices"
+
+
+def internal_topics(settings: Settings) -> list[NewTopic]:
+    """Internal topics that must exist with `topic_partitions` partitions before the worker
+    starts: the broker would auto-create them with one partition on first use, and the
+    asset prices must be co-partitioned with the on-chain topics."""
+    return [
+        NewTopic(
+            name=prices_topic(settings),
+            num_partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication,
+            topic_configs={"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete"},
+        )
+    ]
 
 
 def raw_records(events: Iterable[Any]) -> list[RawRecord]:
@@ -243,4 +270,82 @@ def create_app(settings: Settings) -> faust.App:
             for rule, suppressed in result.suppressed.items():
                 metrics.ALERTS_SUPPRESSED.labels(rule).inc(suppressed)
 
+    add_onchain_agents(app, settings, anomaly_rules, raw_topic, publish, finish_batch)
     return app
+
+
+# -- on-chain anomalies ------------------------------------------------------------------
+
+
+def add_onchain_agents(
+    app: faust.App,
+    settings: Settings,
+    anomaly_rules: AnomalyRules,
+    raw_topic: Callable[..., Any],
+    publish: Callable[[Any, list[tuple[bytes, bytes]]], Awaitable[None]],
+    finish_batch: Callable[[str, list[Any], Any, dict[bytes, Any]], Awaitable[None]],
+) -> None:
+    """candles -> prices broadcast; onchain.* + prices -> on-chain anomalies."""
+    token_prices = load_token_prices(settings.token_prices)
+    if token_prices.pricing.interval not in settings.candle_intervals:
+        raise TokenPricesError(
+            f"the pricing interval {token_prices.pricing.interval!r} is not a candle "
+            f"interval the processor builds ({', '.join(settings.candle_intervals)})"
+        )
+    candles = raw_topic(settings.topic("candles"))
+    anomalies = raw_topic(settings.topic("anomalies"))
+    dlq = raw_topic(settings.topic("dlq"))
+    prices = raw_topic(
+        prices_topic(settings),
+        partitions=settings.topic_partitions,
+        internal=True,
+        retention=7 * 24 * 3600.0,
+    )
+    sources: dict[str, Source] = {
+        settings.topic("onchain.blocks"): "block",
+        settings.topic("onchain.transfers"): "transfer",
+        prices_topic(settings): "price",
+    }
+    chain_inputs = raw_topic(*sources)
+    onchain_state = app.Table(
+        "onchain-state",
+        default=None,
+        key_type=bytes,
+        use_partitioner=True,
+        partitions=settings.topic_partitions,
+    )
+    feed = PriceFeed(token_prices)
+    onchain_logic = OnchainStream(
+        anomaly_rules, token_prices, sources, partitions=settings.topic_partitions
+    )
+
+    @app.agent(candles)
+    async def broadcast_prices(stream: Any) -> None:
+        async for events in stream.take_events(
+            settings.processor_batch_size, within=settings.processor_batch_seconds
+        ):
+            result = feed.process(raw_records(events))
+            for key, value in result.points:
+                for partition in range(settings.topic_partitions):
+                    await prices.send(key=key, value=value, partition=partition)
+            await publish(dlq, result.dead_letters)
+            await app.producer.flush()
+            metrics.EVENTS_PROCESSED.labels("prices").inc(len(events))
+            metrics.PRICE_POINTS.inc(len(result.points))
+            metrics.DEAD_LETTERS.labels("schema").inc(len(result.dead_letters))
+
+    @app.agent(chain_inputs)
+    async def watch_chains(stream: Any) -> None:
+        async for events in stream.take_events(
+            settings.processor_batch_size, within=settings.processor_batch_seconds
+        ):
+            result = onchain_logic.process(raw_records(events), onchain_state.get)
+            await publish(anomalies, result.anomalies)
+            await publish(dlq, result.dead_letters)
+            await finish_batch("onchain", events, onchain_state, result.states)
+            metrics.REPLAYED_SKIPPED.inc(result.skipped)
+            metrics.DEAD_LETTERS.labels("schema").inc(len(result.dead_letters))
+            for kind, found in result.anomaly_kinds.items():
+                metrics.ANOMALIES_EMITTED.labels(kind).inc(found)
+            for outcome, seen in result.pricing.items():
+                metrics.WHALE_PRICING.labels(outcome).inc(seen)

@@ -34,3 +34,7 @@ class AnomalyRuleError(SigflowError):
 
 class AlertRuleError(SigflowError):
     """An alert rules file that cannot work: the message names the file, rule and why."""
+
+
+class TokenPricesError(SigflowError):
+    """A token pricing file that cannot work: the message names the file, field and why."""

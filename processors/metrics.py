@@ -54,3 +54,16 @@ CROSS_LATE_CANDLES = Counter(
     "sigflow_processor_cross_late_candles_total",
     "Candles that reached the cross-exchange stream after their window was evaluated.",
 )
+
+# On-chain anomalies.
+WHALE_PRICING = Counter(
+    "sigflow_processor_whale_pricing_total",
+    "Transfers by pricing outcome: priced, unpriced_unmapped (token not in the pricing "
+    "file), unpriced_no_price (no fresh price at its event time), retracted_unpriced, "
+    "retracted_whale (a flagged transfer was later removed by a reorg).",
+    ["outcome"],
+)
+PRICE_POINTS = Counter(
+    "sigflow_processor_price_points_total",
+    "Closes published to the internal asset-prices topic (before the broadcast).",
+)

@@ -112,13 +112,16 @@ class Anomaly(Event):
     """Something unusual, scored against what was expected (topic `anomalies`).
 
     Market anomalies carry `exchange`/`symbol` (and `interval` when they were scored on
-    candles); chain anomalies carry `chain_id`. `anomaly_id` is deterministic (kind,
-    subject, interval, event time), so a replay re-emits the same id and every consumer
-    can de-duplicate on it.
+    candles); chain anomalies carry `chain_id` (a whale transfer also names the market
+    that priced it in `exchange`/`symbol`). `anomaly_id` is deterministic, so a replay
+    re-emits the same id and every consumer can de-duplicate on it.
     """
 
     anomaly_id: str = Field(
-        min_length=1, description="Deterministic id: kind:subject[:interval]:ts."
+        min_length=1,
+        description="Deterministic id: kind:subject[:interval]:ts; chain kinds end with a "
+        "reference instead of ts (gas_spike: block hash, reorg: first orphaned block hash, "
+        "whale_transfer: tx_hash:log_index).",
     )
     kind: AnomalyKind
     subject: str = Field(

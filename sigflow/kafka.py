@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -56,8 +57,11 @@ async def start_kafka_client(
         ) from exc
 
 
-async def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create every registry topic that does not exist yet; return the ones created."""
+async def ensure_topics(
+    settings: Settings, timeout: float = 30.0, extra: Sequence[NewTopic] = ()
+) -> list[str]:
+    """Create every registry topic (and `extra` ones) that does not exist yet; return the
+    ones created."""
     admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await start_kafka_client(admin, settings, timeout)
     try:
@@ -71,7 +75,7 @@ async def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
             )
             for spec in TOPICS.values()
             if settings.topic(spec.name) not in existing
-        ]
+        ] + [topic for topic in extra if topic.name not in existing]
         if wanted:
             try:
                 await admin.create_topics(wanted)

@@ -225,6 +225,13 @@ class Settings(BaseSettings):
         None, description="TOML file of alert rules (empty: the packaged defaults)."
     )
 
+    # On-chain anomalies
+    token_prices: Path | None = Field(
+        None,
+        description="TOML file mapping tokens to priced assets and the price feed rules "
+        "(empty: the packaged defaults).",
+    )
+
     # Sink
     sink_group_id: str = Field("sigflow-sink", description="Consumer group of the ClickHouse sink.")
     sink_batch_rows: int = Field(50_000, ge=1, description="Rows that trigger a warehouse flush.")

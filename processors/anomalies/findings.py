@@ -5,7 +5,9 @@ the `anomalies` topic's key and canonical JSON. The id is deterministic, built f
 kind, subject, interval and event time, so a replay re-emits the same id and every
 consumer (the ClickHouse table, the alert rules, webhook receivers) can de-duplicate.
 Chain detectors (gas spikes, reorgs, whale transfers) return `Finding`s the same way,
-with `chain_id` set and the subject `chain:N`.
+with `chain_id` set, the subject `chain:N` and a `reference` in place of the event time
+in the id (block hash, first orphaned block hash, `tx_hash:log_index`), because two
+blocks can share a timestamp.
 """
 
 from __future__ import annotations
@@ -35,10 +37,16 @@ class Finding:
     symbol: str | None = None
     interval: str | None = None
     chain_id: int | None = None
+    # What identifies the observation when event time does not (a block hash, a
+    # transaction's log): it replaces `ts` in the id.
+    reference: str | None = None
 
     @property
     def anomaly_id(self) -> str:
-        """`kind:subject[:interval]:ts`: the same observation always gets the same id."""
+        """`kind:subject[:interval]:ts`, or `kind:subject:reference`: the same observation
+        always gets the same id."""
+        if self.reference is not None:
+            return f"{self.kind}:{self.subject}:{self.reference}"
         parts = [self.kind, self.subject, *([self.interval] if self.interval else []), str(self.ts)]
         return ":".join(parts)
 

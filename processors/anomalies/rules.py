@@ -1,4 +1,4 @@
-"""Thresholds of the market anomaly detectors, read from a TOML file.
+"""Thresholds of the market and on-chain anomaly detectors, read from a TOML file.
 
 `anomaly_rules.toml` in this package is the default; `load_anomaly_rules(path)` reads a
 user's copy (setting `SIGFLOW_ANOMALY_RULES`). Every section is optional and falls back
@@ -93,8 +93,28 @@ class DivergenceRules(RobustSection):
     )
 
 
+# -- on-chain detectors ----------------------------------------------------------------
+
+
+class GasSpikeRules(RobustSection):
+    min_sigma: float = Field(gt=0, description="Floor of the robust sigma of ln(base fee).")
+    min_ratio: float = Field(ge=1, description="Base fee / median needed besides the score.")
+
+
+class ReorgRules(_Section):
+    """Thresholds are reorg depths in blocks (info is the shallowest reported)."""
+
+
+class WhaleTransferRules(_Section):
+    """Thresholds are USD values (info is the whale threshold itself)."""
+
+    memory_blocks: int = Field(
+        ge=1, description="Blocks a transfer is remembered, so a re-publication is not re-flagged."
+    )
+
+
 class AnomalyRules(BaseModel):
-    """Every market detector's settings."""
+    """Every detector's settings."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -102,6 +122,9 @@ class AnomalyRules(BaseModel):
     volume_spike: VolumeSpikeRules
     stale_feed: StaleFeedRules
     divergence: DivergenceRules
+    gas_spike: GasSpikeRules
+    reorg: ReorgRules
+    whale_transfer: WhaleTransferRules
 
 
 def _reasons(exc: ValidationError) -> str:

@@ -124,7 +124,25 @@ async def insert_anomaly_and_alert(client: AsyncClient, db: str) -> None:
     )
     anomaly = to_anomaly(finding)
     [decision] = AlertEngine(load_alert_rules()).on_anomaly(anomaly, {})
-    for table, model, event in (("anomalies", Anomaly, anomaly), ("alerts", Alert, decision.alert)):
+    whale = to_anomaly(  # the USDC transfer of `insert_onchain_rows`, flagged today
+        Finding(
+            kind="whale_transfer",
+            subject="chain:1",
+            chain_id=1,
+            ts=finding.ts,
+            score=2.5,
+            severity="info",
+            observed=2_500_000.000001,
+            expected=1_000_000.0,
+            reference="0x" + "ef" * 32 + ":7",
+            explanation="2,500,000.000001 USDC worth $2,500,000 moved on chain 1",
+        )
+    )
+    for table, model, event in (
+        ("anomalies", Anomaly, anomaly),
+        ("anomalies", Anomaly, whale),
+        ("alerts", Alert, decision.alert),
+    ):
         columns = list(model.model_fields)
         await client.insert(
             f"{db}.{table}", [[getattr(event, c) for c in columns]], column_names=columns

@@ -136,7 +136,12 @@ def test_malformed_sources_go_to_the_dead_letter_queue() -> None:
 
 
 def test_the_packaged_alert_rules_load() -> None:
-    assert [rule.id for rule in load_alert_rules()] == ["market-anomalies", "strong-signals"]
+    assert [rule.id for rule in load_alert_rules()] == [
+        "market-anomalies",
+        "whale-transfers",
+        "chain-health",
+        "strong-signals",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,29 @@
+"""State-table keys that Kafka's default partitioner places on a chosen partition.
+
+A Faust table with `use_partitioner=True` writes each key's changelog to the partition
+murmur2 picks for it; state that belongs to a *partition* (not to a record key) must sit
+on that same partition number to move with its input on a rebalance. `partition_key`
+finds such a key by trying suffixes.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from itertools import count
+
+from aiokafka.partitioner import murmur2
+
+
+@cache
+def partition_key(name: str, partition: int, partitions: int | None) -> bytes:
+    """`name:partition[:n]`, placed on `partition` of `partitions` (any key if None:
+    in-process use, where placement does not matter)."""
+    if partitions is None:
+        return f"{name}:{partition}".encode()
+    if not 0 <= partition < partitions:
+        raise ValueError(f"partition {partition} outside 0..{partitions - 1}")
+    for attempt in count():
+        key = f"{name}:{partition}:{attempt}".encode()
+        if (murmur2(key) & 0x7FFFFFFF) % partitions == partition:
+            return key
+    raise AssertionError("unreachable")  # pragma: no cover
