@@ -81,15 +81,17 @@ def prices_topic(settings: Settings) -> str:
 
 def internal_topics(settings: Settings) -> list[NewTopic]:
     """Internal topics that must exist with `topic_partitions` partitions before the worker
-    starts: the broker would auto-create them with one partition on first use, and the
-    asset prices must be co-partitioned with the on-chain topics."""
+    starts: the broker would auto-create them with one partition on first use, the asset
+    prices must be co-partitioned with the on-chain topics, and candles by symbol spread
+    the cross-exchange work over the partitions."""
     return [
         NewTopic(
-            name=prices_topic(settings),
+            name=name,
             num_partitions=settings.topic_partitions,
             replication_factor=settings.topic_replication,
             topic_configs={"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete"},
         )
+        for name in (prices_topic(settings), by_symbol_topic(settings))
     ]
 
 
