@@ -74,8 +74,11 @@ def main(argv: list[str]) -> None:
     from faust.worker import Worker
 
     if kind == "sigflow":
-        from processors.app import create_app
+        import asyncio
 
+        from processors.app import create_app, ensure_processor_topics
+
+        asyncio.run(ensure_processor_topics(settings))  # as `sigflow process` does
         app = create_app(settings)
     elif kind == "naive":
         from bench.naive_agent import create_naive_app

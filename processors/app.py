@@ -42,6 +42,7 @@ from processors.onchain_stream import OnchainStream, PriceFeed, Source
 from processors.pricing import load_token_prices
 from processors.signals import SignalEngine, load_rules
 from schemas.topics import DAY_MS
+from sigflow.kafka import ensure_topics
 from sigflow.kafka_security import kafka_security_options
 from sigflow.settings import Settings
 
@@ -93,6 +94,12 @@ def internal_topics(settings: Settings) -> list[NewTopic]:
         )
         for name in (prices_topic(settings), by_symbol_topic(settings))
     ]
+
+
+async def ensure_processor_topics(settings: Settings) -> None:
+    """Create the registry topics and the processor's internal topics (before its worker
+    starts: its agents send to partitions that must already exist)."""
+    await ensure_topics(settings, extra=internal_topics(settings))
 
 
 def raw_records(events: Iterable[Any]) -> list[RawRecord]:

@@ -55,7 +55,7 @@ def run_processor(settings: Settings) -> None:
     """Run the Faust worker until SIGTERM/SIGINT (blocks; exits the process)."""
     from faust.worker import Worker
 
-    from processors.app import create_app, internal_topics
+    from processors.app import create_app, ensure_processor_topics
 
     with role_lifecycle(settings, "process") as readiness:
 
@@ -64,7 +64,7 @@ def run_processor(settings: Settings) -> None:
                 await super().on_startup_finished()
                 readiness.mark_started()
 
-        asyncio.run(ensure_topics(settings, extra=internal_topics(settings)))
+        asyncio.run(ensure_processor_topics(settings))
         (settings.data_dir / "processor").mkdir(parents=True, exist_ok=True)
         app = create_app(settings)
         worker = ReadyWorker(app, loglevel=settings.log_level.lower(), quiet=True)
