@@ -15,7 +15,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 from prometheus_client import make_asgi_app
 
 import sigflow
-from api.deps import Warehouse, require_api_key
+from api.deps import Warehouse, require_api_key, require_management_key
 from api.errors import ApiError, install_error_handlers
 from api.fanout import Hub
 from api.feed import TopicFeed, load_latest_prices
@@ -102,8 +102,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(stream.router)  # authenticates itself (header or ?api_key=)
     authenticated = [Depends(require_api_key)]
-    for resource in (prices, candles, indicators, signals, anomalies, onchain, symbols, webhooks):
+    for resource in (prices, candles, indicators, signals, anomalies, onchain, symbols):
         app.include_router(resource.router, dependencies=authenticated)
+    app.include_router(webhooks.router, dependencies=[Depends(require_management_key)])
     app.mount("/static", dashboard.static_files(), name="static")
     app.mount("/metrics", make_asgi_app())
     return app
