@@ -15,14 +15,26 @@ from fastapi.middleware.gzip import GZipMiddleware
 from prometheus_client import make_asgi_app
 
 import sigflow
-from api.deps import Warehouse, require_api_key
+from api.deps import Warehouse, require_api_key, require_management_key
 from api.errors import ApiError, install_error_handlers
 from api.fanout import Hub
 from api.feed import TopicFeed, load_latest_prices
 from api.middleware import RequestContextMiddleware
 from api.pricebook import PriceBook
 from api.ratelimit import RateLimiter
-from api.routes import candles, dashboard, health, indicators, prices, signals, stream, symbols
+from api.routes import (
+    anomalies,
+    candles,
+    dashboard,
+    health,
+    indicators,
+    onchain,
+    prices,
+    signals,
+    stream,
+    symbols,
+    webhooks,
+)
 from sigflow.settings import Settings
 from sinks.warehouse import database_name
 
@@ -62,8 +74,9 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="sigflow API",
         version=sigflow.__version__,
-        description="Prices, candles, indicators and signals computed by the sigflow "
-        "pipeline, a live stream of them, and a dashboard at `/`.",
+        description="Prices, candles, indicators, signals, anomalies and on-chain transfers "
+        "computed by the sigflow pipeline, alert webhook subscriptions, a live stream, and "
+        "a dashboard at `/`.",
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -89,8 +102,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(stream.router)  # authenticates itself (header or ?api_key=)
     authenticated = [Depends(require_api_key)]
-    for resource in (prices, candles, indicators, signals, symbols):
+    for resource in (prices, candles, indicators, signals, anomalies, onchain, symbols):
         app.include_router(resource.router, dependencies=authenticated)
+    app.include_router(webhooks.router, dependencies=[Depends(require_management_key)])
     app.mount("/static", dashboard.static_files(), name="static")
     app.mount("/metrics", make_asgi_app())
     return app

@@ -18,6 +18,7 @@ from fastapi import Query, Response
 from api.errors import ApiError
 
 NEXT_CURSOR_HEADER = "X-Next-Cursor"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what an Int64 query parameter can hold
 CursorParam = Annotated[
     str | None,
     Query(
@@ -47,6 +48,7 @@ def decode_cursor(cursor: str, types: Sequence[type]) -> list[Any]:
         not isinstance(key, list)
         or len(key) != len(types)
         or not all(type(value) is kind for value, kind in zip(key, types, strict=True))
+        or not all(INT64_MIN <= value <= INT64_MAX for value in key if type(value) is int)
     ):
         raise ApiError(422, "invalid_cursor", "cursor: not a cursor this endpoint returned")
     return key

@@ -49,12 +49,15 @@ class Warehouse:
             self._client = None
 
 
-async def authenticate(connection: HTTPConnection, token: str | None) -> str:
-    """The caller (`key:ID`, or `ip:HOST` under public read); 401 without a valid key,
-    429 past the caller's rate limit. Also noted on the connection for the access log."""
+async def authenticate(
+    connection: HTTPConnection, token: str | None, *, public_read: bool = True
+) -> str:
+    """The caller (`key:ID`, or `ip:HOST` under public read where `public_read` allows
+    it); 401 without a valid key, 429 past the caller's rate limit. Also noted on the
+    connection for the access log."""
     settings: Settings = connection.app.state.settings
     if token is None:
-        if not settings.api_public_read:
+        if not (public_read and settings.api_public_read):
             raise ApiError(401, "missing_api_key", "send an API key in the X-API-Key header")
         caller = f"ip:{connection.client.host if connection.client else 'unknown'}"
     else:
@@ -86,6 +89,15 @@ async def require_api_key(
 ) -> str:
     """The caller of a /v1 request, authenticated by its X-API-Key header."""
     return await authenticate(request, api_key)
+
+
+async def require_management_key(
+    request: Request,
+    api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
+) -> str:
+    """Like `require_api_key`, but never public: `api_public_read` opens reads of market
+    data, not the management of webhooks (their URLs, and POSTs sigflow signs)."""
+    return await authenticate(request, api_key, public_read=False)
 
 
 async def require_stream_key(

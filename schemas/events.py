@@ -167,6 +167,9 @@ class Alert(Event):
     price: float | None = Field(None, gt=0, description="Price at the source event, if any.")
 
 
+DeliveryStatus = Literal["pending", "delivered", "retrying", "failed"]
+
+
 class PendingDelivery(Event):
     """One alert for one webhook subscription, between attempts or given up.
 

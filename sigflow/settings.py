@@ -293,7 +293,9 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
 
     api_public_read: bool = Field(
-        False, description="Serve /v1 reads without an API key (rate-limited per client IP)."
+        False,
+        description="Serve /v1 reads without an API key (rate-limited per client IP); "
+        "/v1/webhooks always needs a key.",
     )
     api_rate_limit_per_minute: int = Field(
         600, ge=1, description="Requests per minute per API key (or per IP when public)."

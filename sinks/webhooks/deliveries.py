@@ -12,14 +12,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from clickhouse_connect.driver.asyncclient import AsyncClient
 
-from schemas.events import PendingDelivery
+from schemas.events import DeliveryStatus, PendingDelivery
 from sinks.warehouse import as_utc
 
-DeliveryStatus = Literal["pending", "delivered", "retrying", "failed"]
 STATUSES: tuple[DeliveryStatus, ...] = ("pending", "delivered", "retrying", "failed")
 COLUMNS = (
     "webhook_id",
@@ -99,10 +98,18 @@ class DeliveryLog:
         subscription_id: str | None = None,
         webhook_id: str | None = None,
         limit: int = 100,
+        before: tuple[int, str] | None = None,
     ) -> list[DeliveryState]:
-        """Delivery states, newest attempt first, optionally filtered."""
+        """Delivery states, newest attempt first, optionally filtered; `before` (last
+        attempt epoch ms, webhook id) continues after the last state of a previous page."""
         conditions: list[str] = []
         parameters: dict[str, object] = {"limit": limit}
+        if before is not None:
+            conditions.append(
+                "(last_attempt_at, webhook_id) < "
+                "(fromUnixTimestamp64Milli({before_ms:Int64}), {before_id:String})"
+            )
+            parameters["before_ms"], parameters["before_id"] = before
         for column, value in (
             ("status", status),
             ("subscription_id", subscription_id),
@@ -116,7 +123,7 @@ class DeliveryLog:
             "SELECT webhook_id, subscription_id, alert_id, attempts, status, status_code, "
             "error, last_attempt_at, next_retry_at, payload "
             f"FROM {self.status_view} {where} "
-            "ORDER BY last_attempt_at DESC, webhook_id LIMIT {limit:UInt32}",
+            "ORDER BY last_attempt_at DESC, webhook_id DESC LIMIT {limit:UInt32}",
             parameters=parameters,
         )
         return [self._state(row) for row in result.result_rows]

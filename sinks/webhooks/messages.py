@@ -7,6 +7,7 @@ bytes under the same `webhook-id`; only `webhook-timestamp` and the signatures c
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -16,6 +17,7 @@ from schemas.events import Alert
 from sinks.webhooks.signing import signature_header
 
 EVENT_TYPE = "alert.fired"
+PING_EVENT_TYPE = "webhook.test"
 USER_AGENT = "sigflow-webhooks/1"
 
 
@@ -31,10 +33,31 @@ def message_body(alert: Alert) -> bytes:
     return orjson.dumps(
         {
             "type": EVENT_TYPE,
-            "timestamp": occurred.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "timestamp": _iso(occurred),
             "data": alert.model_dump(mode="json"),
         }
     )
+
+
+def ping_id() -> str:
+    """A fresh `webhook-id` for a test ping: pings are never retried, so never reused."""
+    return "msg_ping_" + secrets.token_hex(12)
+
+
+def ping_body(subscription_id: str, now_ms: int) -> bytes:
+    """A test ping in the same envelope as alerts, so a receiver can verify its setup."""
+    sent = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+    return orjson.dumps(
+        {
+            "type": PING_EVENT_TYPE,
+            "timestamp": _iso(sent),
+            "data": {"subscription_id": subscription_id, "message": "sigflow test ping"},
+        }
+    )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def message_headers(

@@ -41,10 +41,13 @@ class WebhookSender:
 
     async def send(self, subscription: Subscription, delivery: PendingDelivery) -> AttemptResult:
         """Make one attempt; errors come back in the result, never as exceptions."""
+        return await self.post(subscription, delivery.webhook_id, message_body(delivery.alert))
+
+    async def post(self, subscription: Subscription, message_id: str, body: bytes) -> AttemptResult:
+        """POST one signed message (an alert, or a test ping) to the subscription's URL."""
         now = time.time()
-        body = message_body(delivery.alert)
         headers = message_headers(
-            delivery.webhook_id,
+            message_id,
             int(now),
             body,
             subscription.signing_secrets(datetime.fromtimestamp(now, tz=UTC)),

@@ -14,7 +14,14 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from schemas.events import Alert
 from sinks.webhooks.exceptions import InvalidSecret
-from sinks.webhooks.messages import message_body, message_headers, webhook_id
+from sinks.webhooks.messages import (
+    PING_EVENT_TYPE,
+    message_body,
+    message_headers,
+    ping_body,
+    ping_id,
+    webhook_id,
+)
 from sinks.webhooks.signing import SECRET_PREFIX, generate_secret, sign, signature_header
 
 ALERT = Alert(
@@ -119,3 +126,14 @@ def test_webhook_id_is_stable_and_distinct_per_subscription() -> None:
 def test_malformed_secrets_are_refused(secret: str) -> None:
     with pytest.raises(InvalidSecret):
         sign(secret, "msg", 1, b"{}")
+
+
+def test_a_test_ping_is_an_envelope_the_reference_library_verifies() -> None:
+    secret = generate_secret()
+    message_id, now = ping_id(), int(time.time())
+    body = ping_body("sub_0123456789abcdef", now * 1000)
+    headers = message_headers(message_id, now, body, [secret])
+    payload = Webhook(secret).verify(body, headers)
+    assert payload["type"] == PING_EVENT_TYPE
+    assert payload["data"]["subscription_id"] == "sub_0123456789abcdef"
+    assert ping_id() != message_id  # never reused: pings are not retried
