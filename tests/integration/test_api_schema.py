@@ -56,7 +56,13 @@ def test_no_operation_answers_with_a_server_error_or_off_schema(
     api_and_key: tuple[object, str],
 ) -> None:
     app, key = api_and_key
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app).exclude(path="/v1/stream/sse")
+    # The SSE stream never ends; /readyz answers 503 by design while the topic feed
+    # catches up after the broker moved a partition (its own tests cover both answers).
+    schema = (
+        schemathesis.openapi.from_asgi("/openapi.json", app)
+        .exclude(path="/v1/stream/sse")
+        .exclude(path="/readyz")
+    )
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.path for op in operations} >= {
         "/v1/prices/latest",
