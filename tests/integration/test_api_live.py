@@ -182,22 +182,25 @@ async def test_symbols_list_pairs_with_first_and_last_seen_and_pages_by_cursor(
 
         await poll(warmed, "the price book warmed from the warehouse")
         everything: list[dict[str, object]] = []
+        pages: list[list[dict[str, object]]] = []
 
-        async def settled() -> bool:  # the warehouse load and the feed may still add pairs
-            nonlocal everything
-            latest, everything = everything, (await http.get("/v1/symbols")).json()
-            return bool(everything) and latest == everything
+        async def paged_like_the_whole() -> bool:
+            """Page through; the warehouse load and the topic feed may still add pairs
+            meanwhile, so compare with the whole list read before and after."""
+            nonlocal everything, pages
+            before = (await http.get("/v1/symbols")).json()
+            pages, cursor = [], None
+            while True:
+                params = {"limit": 2, "cursor": cursor} if cursor else {"limit": 2}
+                response = await http.get("/v1/symbols", params=params)
+                pages.append(response.json())
+                cursor = response.headers.get("X-Next-Cursor")
+                if cursor is None:
+                    break
+            everything = (await http.get("/v1/symbols")).json()
+            return before == everything == [s for page in pages for s in page]
 
-        await poll(settled, "the symbol list to settle")
-        pages, cursor = [], None
-        while True:
-            response = await http.get(
-                "/v1/symbols", params={"limit": 2, "cursor": cursor} if cursor else {"limit": 2}
-            )
-            pages.append(response.json())
-            cursor = response.headers.get("X-Next-Cursor")
-            if cursor is None:
-                break
+        await poll(paged_like_the_whole, "pages equal to the whole symbol list")
         forged = await http.get("/v1/symbols", params={"cursor": "eyJ4IjoxfQ"})
     pairs = [(s["exchange"], s["symbol"]) for s in everything]
     assert pairs == sorted(pairs)
