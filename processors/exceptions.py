@@ -34,3 +34,8 @@ class AnomalyRuleError(SigflowError):
 
 class AlertRuleError(SigflowError):
     """An alert rules file that cannot work: the message names the file, rule and why."""
+
+
+class CandleStateError(SigflowError):
+    """Saved candle state that the configured intervals cannot continue (the message says
+    which interval changed and what to do)."""
