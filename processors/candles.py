@@ -202,6 +202,10 @@ class CandleBuilder:
             if bound is not None and start + width <= bound:
                 late.append(LateTrade(index, start, watermark))
                 continue
+            if max_ts is None or ts > max_ts:
+                # Inline `closed_bound`: this runs for nearly every trade.
+                max_ts, watermark = ts, ts - lateness
+                bound = watermark - watermark % width
             aggregate = windows.get(start)
             if aggregate is None:
                 windows[start] = WindowAggregate(
@@ -218,9 +222,6 @@ class CandleBuilder:
                 )
             else:
                 aggregate.add(ts, price, size, is_buy)
-            if max_ts is None or ts > max_ts:
-                max_ts, watermark = ts, ts - lateness
-                bound = self.closed_bound(ts)
         self.max_ts = max_ts
         return self._pop_closed(), late
 
