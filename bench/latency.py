@@ -50,7 +50,7 @@ from bench.kafka_run import (
     delete_run_topics,
     run_id,
 )
-from bench.processors import INTERVAL, bench_trades
+from bench.processors import bench_trades
 from bench.relay import RELAY_TOPIC
 from bench.report import BenchmarkError, BenchOptions, BenchResult, Measurement
 from ingest.producer import EventProducer
@@ -62,6 +62,9 @@ BASELINE_NAME = "bare aiokafka consume → produce relay (the Kafka floor)"
 RATE = 10_000.0  # trades/s handed to the producer
 EVENT_TRADES_PER_SECOND = 40.0  # event time: ~300 trades per key-minute over 8 keys
 WARMUP_SECONDS = 1.0
+# Latency is timed on 1m windows, and the worker builds only those: finer candles would
+# fire signals on windows the closing-trade matching does not follow.
+INTERVAL = "1m"
 START_TIMEOUT_SECONDS = 120.0
 SETTLE_SECONDS = 10.0  # after the last send, how long outputs may take to arrive
 TICK_SECONDS = 0.001
@@ -282,7 +285,12 @@ async def measure(options: BenchOptions, bootstrap: str, run_dir: Path) -> dict[
     closing = closing_trades(trades, interval_ms(INTERVAL), DEFAULTS.allowed_lateness_ms)
     closing_ids = {(key, trades[i].trade_id): i for (key, _), i in closing.items()}
     sigflow = bench_settings(
-        bootstrap, f"{prefix}-sigflow", f"{prefix}-sigflow", run_dir / "sigflow", signal_rules=rules
+        bootstrap,
+        f"{prefix}-sigflow",
+        f"{prefix}-sigflow",
+        run_dir / "sigflow",
+        signal_rules=rules,
+        candle_intervals=[INTERVAL],
     )
     relay = bench_settings(bootstrap, f"{prefix}-relay", f"{prefix}-relay", run_dir / "relay")
     try:

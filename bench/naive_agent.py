@@ -14,7 +14,7 @@ from typing import Any
 
 import faust
 
-from bench.processors import INTERVAL, NaiveCandleAgent
+from bench.processors import INTERVALS, NaiveCandleAgent
 from processors.app import faust_broker_url
 from processors.candle_stream import RawRecord
 from sigflow.settings import Settings
@@ -36,7 +36,7 @@ def create_naive_app(settings: Settings) -> faust.App:
     )
     trades = app.topic(settings.topic("trades"), key_serializer="raw", value_serializer="raw")
     candles = app.topic(settings.topic("candles"), key_serializer="raw", value_serializer="raw")
-    builder = NaiveCandleAgent(INTERVAL, settings.allowed_lateness_ms)
+    builder = NaiveCandleAgent(INTERVALS, settings.allowed_lateness_ms)
 
     @app.agent(trades)
     async def naive_candles(stream: Any) -> None:

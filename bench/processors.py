@@ -5,10 +5,12 @@ sigflow: `CandleStream.process()` on micro-batches of `trades` records as
 one key), with the state in a dict as the Faust table keeps it. Baseline: what a
 straightforward Faust agent does per event, on one trade object per record:
 `json.loads`, pydantic `Trade.model_validate`, and a Python dict update of the OHLCV of
-(key, minute), with the same watermark rules so both paths emit the same candles. Both
-get micro-batches of the same trades (`--batch-size` trades each: whole records for
-sigflow), in the same process, alternating which goes first. Neither talks to Kafka:
-this is the CPU cost per trade; `sigflow bench worker` measures real workers on Kafka.
+(key, window), with the same watermark rules so both paths emit the same candles. Both
+build every default interval (`Settings.candle_intervals`): the baseline folds each
+trade into each interval, sigflow folds it once into the finest and composes the rest.
+Both get micro-batches of the same trades, in the same process, alternating which goes
+first. Neither talks to Kafka: this is the CPU cost per trade; `sigflow bench worker`
+measures real workers on Kafka.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from schemas.events import Candle, Trade
 from sigflow.settings import Settings
 
 NAME = "processors"
-BASELINE_NAME = "naive per-record agent: json.loads + Trade.model_validate + dict OHLCV"
+BASELINE_NAME = (
+    "naive per-record agent: json.loads + Trade.model_validate + dict OHLCV per interval"
+)
 # Settings defaults, not the environment: a benchmark must not change with SIGFLOW_*.
 DEFAULTS = Settings.model_construct()
-INTERVAL = "1m"
+INTERVALS = tuple(DEFAULTS.candle_intervals)
 EXCHANGE = "synthetic"
 MAJORS = {
     "BTC-USDT": 60_000.0,
@@ -133,7 +137,7 @@ def micro_batches(records: list[RawRecord], size: int) -> list[list[RawRecord]]:
 
 def run_sigflow(batches: list[list[RawRecord]]) -> PathRun:
     """sigflow's path: `CandleStream.process` per batch, state in a dict like the table."""
-    stream = CandleStream([INTERVAL], DEFAULTS.allowed_lateness_ms)
+    stream = CandleStream(INTERVALS, DEFAULTS.allowed_lateness_ms)
     state: dict[bytes, dict[str, Any]] = {}
     run = PathRun(0.0, [], [], 0, 0)
     started = time.perf_counter()
@@ -155,21 +159,21 @@ class NaiveKeyState:
 
     offset: int = -1
     max_ts: int = -1
-    windows: dict[int, dict[str, Any]] = field(default_factory=dict)
+    windows: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
 
 
 class NaiveCandleAgent:
     """Candles one event at a time, as a straightforward Faust agent would build them.
 
-    Semantics match `CandleState`: open/close follow event time (ties: arrival order),
-    a trade is late when its window ended at or before the watermark bound seen before
-    it, and a window closes once its end is at or before `max_ts - lateness` floored to
-    the interval.
+    Semantics match `CandleBuilder`: open/close follow event time (ties: arrival order),
+    a trade is late (and counts nowhere) when its finest window ended at or before the
+    watermark bound seen before it, and a window of any interval closes once its end is
+    at or before `max_ts - lateness` floored to the finest interval.
     """
 
-    def __init__(self, interval: str, lateness_ms: int) -> None:
-        self.interval = interval
-        self.width = interval_ms(interval)
+    def __init__(self, intervals: tuple[str, ...], lateness_ms: int) -> None:
+        self.widths = {name: interval_ms(name) for name in intervals}
+        self.finest = min(self.widths.values())
         self.lateness = lateness_ms
         self.state: dict[bytes, NaiveKeyState] = {}
         self.trades = 0
@@ -188,19 +192,31 @@ class NaiveCandleAgent:
             raise BenchmarkError(f"record key {key!r} does not match its trade")
         entry = self.state.get(key)
         if entry is None:
-            entry = self.state[key] = NaiveKeyState()
+            entry = self.state[key] = NaiveKeyState(windows={name: {} for name in self.widths})
         if record.offset <= entry.offset:
             return
         entry.offset = record.offset
-        width, ts, price, size = self.width, trade.ts, trade.price, trade.size
-        start = ts - ts % width
-        if entry.max_ts >= 0 and start + width <= self._closed_bound(entry.max_ts):
+        ts, finest = trade.ts, self.finest
+        if entry.max_ts >= 0 and ts - ts % finest + finest <= self._closed_bound(entry.max_ts):
             self.late += 1
             return
         self.trades += 1
-        window = entry.windows.get(start)
+        for name, width in self.widths.items():
+            self._fold(entry.windows[name], ts - ts % width, trade)
+        if ts > entry.max_ts:
+            entry.max_ts = ts
+            bound = self._closed_bound(ts)
+            for name, width in self.widths.items():
+                windows = entry.windows[name]
+                for closed in sorted(s for s in windows if s + width <= bound):
+                    candles.append((key, self._candle(trade, name, closed, windows.pop(closed))))
+
+    @staticmethod
+    def _fold(windows: dict[int, dict[str, Any]], start: int, trade: Trade) -> None:
+        ts, price, size = trade.ts, trade.price, trade.size
+        window = windows.get(start)
         if window is None:
-            entry.windows[start] = {
+            windows[start] = {
                 "open": price,
                 "high": price,
                 "low": price,
@@ -212,36 +228,31 @@ class NaiveCandleAgent:
                 "buy_volume": size if trade.side == "buy" else 0.0,
                 "trade_count": 1,
             }
-        else:
-            if ts < window["first_ts"]:
-                window["open"], window["first_ts"] = price, ts
-            if ts >= window["last_ts"]:
-                window["close"], window["last_ts"] = price, ts
-            window["high"] = max(window["high"], price)
-            window["low"] = min(window["low"], price)
-            window["volume"] += size
-            window["quote_volume"] += price * size
-            if trade.side == "buy":
-                window["buy_volume"] += size
-            window["trade_count"] += 1
-        if ts > entry.max_ts:
-            entry.max_ts = ts
-            bound = self._closed_bound(ts)
-            for closed in sorted(s for s in entry.windows if s + width <= bound):
-                candles.append((key, self._candle(trade, closed, entry.windows.pop(closed))))
+            return
+        if ts < window["first_ts"]:
+            window["open"], window["first_ts"] = price, ts
+        if ts >= window["last_ts"]:
+            window["close"], window["last_ts"] = price, ts
+        window["high"] = max(window["high"], price)
+        window["low"] = min(window["low"], price)
+        window["volume"] += size
+        window["quote_volume"] += price * size
+        if trade.side == "buy":
+            window["buy_volume"] += size
+        window["trade_count"] += 1
 
     def _closed_bound(self, max_ts: int) -> int:
         watermark = max_ts - self.lateness
-        return watermark - watermark % self.width
+        return watermark - watermark % self.finest
 
-    def _candle(self, trade: Trade, open_time: int, window: dict[str, Any]) -> bytes:
+    def _candle(self, trade: Trade, interval: str, open_time: int, window: dict[str, Any]) -> bytes:
         return (
             Candle(
                 exchange=trade.exchange,
                 symbol=trade.symbol,
-                interval=self.interval,
+                interval=interval,
                 open_time=open_time,
-                close_time=open_time + self.width,
+                close_time=open_time + self.widths[interval],
                 open=window["open"],
                 high=window["high"],
                 low=window["low"],
@@ -261,7 +272,7 @@ class NaiveCandleAgent:
 
 def run_baseline(batches: list[list[RawRecord]]) -> PathRun:
     """The naive path over the same batches, timed the same way."""
-    agent = NaiveCandleAgent(INTERVAL, DEFAULTS.allowed_lateness_ms)
+    agent = NaiveCandleAgent(INTERVALS, DEFAULTS.allowed_lateness_ms)
     run = PathRun(0.0, [], [], 0, 0)
     started = time.perf_counter()
     for batch in batches:
@@ -274,13 +285,16 @@ def run_baseline(batches: list[list[RawRecord]]) -> PathRun:
     return run
 
 
-def candle_table(candles: list[tuple[bytes, bytes]]) -> dict[tuple[bytes, int], dict[str, Any]]:
-    """Emitted candles by (key, open_time), decoded, refusing duplicates."""
-    table: dict[tuple[bytes, int], dict[str, Any]] = {}
+def candle_table(
+    candles: list[tuple[bytes, bytes]],
+) -> dict[tuple[bytes, str, int], dict[str, Any]]:
+    """Emitted candles by (key, interval, open_time), decoded, refusing duplicates."""
+    table: dict[tuple[bytes, str, int], dict[str, Any]] = {}
     for key, value in candles:
         candle = json.loads(value)
-        if table.setdefault((key, candle["open_time"]), candle) is not candle:
-            raise BenchmarkError(f"{key!r} emitted open_time {candle['open_time']} twice")
+        where = (key, candle["interval"], candle["open_time"])
+        if table.setdefault(where, candle) is not candle:
+            raise BenchmarkError(f"{where} was emitted twice")
     return table
 
 
@@ -361,7 +375,7 @@ def run(options: BenchOptions) -> BenchResult:
             "records": f"{len(batched):,} vs {len(single):,}",
             "batch_trades": f"{options.batch_size:,}",
             "keys": options.symbols,
-            "interval": INTERVAL,
+            "intervals": ",".join(INTERVALS),
             "candles": len(runs["sigflow"][-1].candles),
             "repeats": options.repeats,
             "seed": options.seed,

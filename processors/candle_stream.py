@@ -4,11 +4,13 @@ anomalies and dead letters.
 The Faust agent is a thin shell around `CandleStream.process()`: this module decodes,
 routes bad input to the DLQ, skips records the state has already seen (so a restart
 that re-reads uncommitted offsets changes nothing), feeds each key's trades to its
-`CandleState` per interval, each closed candle to that interval's `IndicatorSet`, its
-indicators (with the previous candle's) to the signal rules and the candle to the
-price-jump and volume-spike detectors. Each partition's trades, in offset order, also
-go through that partition's `FeedClock` (stale feeds), kept in the same table under a
-key of its own. Closed candles are also returned keyed by symbol, for the
+`CandleBuilder` (every interval at once, lateness decided on the finest), each closed
+candle to its interval's `IndicatorSet`, its indicators (with the previous candle's) to
+the signal rules and the candle to the price-jump and volume-spike detectors. A key's
+closed candles come out ordered by close time, finer interval first on a tie, which is
+the same order however the trades were batched. Each partition's trades, in offset
+order, also go through that partition's `FeedClock` (stale feeds), kept in the same
+table under a key of its own. Closed candles are also returned keyed by symbol, for the
 cross-exchange stream.
 """
 
@@ -28,7 +30,8 @@ from processors.anomalies.market import SeriesDetectors
 from processors.anomalies.price_jump import CandleView
 from processors.anomalies.rules import AnomalyRules, load_anomaly_rules
 from processors.anomalies.stale_feed import FeedClock
-from processors.candles import CandleState, ClosedCandle, TradeColumns, interval_ms
+from processors.candles import CandleBuilder, ClosedCandle, Ladder, LateTrade, TradeColumns
+from processors.exceptions import CandleStateError
 from processors.indicators import IndicatorSet
 from processors.signals import FiredSignal, SignalEngine, load_rules
 from schemas.codec import RejectedElement, codec_for
@@ -111,11 +114,16 @@ class CandleStream:
         anomalies: AnomalyRules | None = None,
         partitions: int | None = None,
     ) -> None:
-        self.intervals = {name: interval_ms(name) for name in intervals}
+        self.ladder = Ladder.of(tuple(intervals))
         self.lateness_ms = lateness_ms
         self.signals = signals or SignalEngine(load_rules())
         self.anomalies = anomalies or load_anomaly_rules()
         self.partitions = partitions
+        # The last state dict written per key and the live state it was written from:
+        # rebuilding indicators and detectors from dicts every batch cost ~10 % of the
+        # hot path. Used only while the table still returns that very dict, so state
+        # restored from the changelog (restart, rebalance) is always rebuilt from it.
+        self._live: dict[bytes, tuple[dict[str, Any], KeyState]] = {}
 
     def process(self, records: Iterable[RawRecord], load_state: StateLoader) -> BatchResult:
         """Decode, dead-letter and aggregate a batch; return outputs and new state per key."""
@@ -179,94 +187,143 @@ class CandleStream:
             size=[t.size for t in trades],
             is_buy=[t.side == "buy" for t in trades],
         )
-        state = KeyState.from_dict(saved, self.intervals, self.lateness_ms, self.anomalies)
-        late_any = [False] * len(trades)
-        for name, width in self.intervals.items():
-            closed, late = state.candles[name].add(columns)
-            late_any = [a or b for a, b in zip(late_any, late, strict=True)]
-            for window in closed:
-                candle = to_candle(trades[0].exchange, trades[0].symbol, name, width, window)
-                values = indicator_values(candle, state.indicators[name])
-                fired = self.signals.evaluate(
-                    close=candle.close, values=values.values, previous=state.previous.get(name)
-                )
-                state.previous[name] = {**values.values, "close": candle.close}
-                encoded = CANDLE_CODEC.encode(candle)
-                result.candles.append((key, encoded))
-                result.by_symbol.append((candle.symbol.encode(), encoded))
-                view = CandleView(
-                    exchange=candle.exchange,
-                    symbol=candle.symbol,
-                    interval=name,
-                    width_ms=width,
-                    open_time=candle.open_time,
-                    close=candle.close,
-                    volume=candle.volume,
-                )
-                result.add_findings(state.detectors[name].update(view))
-                result.indicators.append((key, INDICATOR_CODEC.encode(values)))
-                result.signals.extend(
-                    (key, SIGNAL_CODEC.encode(to_signal(candle, signal))) for signal in fired
-                )
-        for (record, trade), is_late in zip(fresh, late_any, strict=True):
-            if is_late:
-                result.late += 1
-                reason = (
-                    f"trade at {trade.ts} arrived after its window closed "
-                    f"(allowed lateness {self.lateness_ms} ms)"
-                )
-                element = RejectedElement(TRADE_CODEC.encode(trade), reason)
-                result.dead_letters.append(reject_element(record, element, "late", COMPONENT))
+        # Popped first: if this batch fails half-way, the next one rebuilds from the table.
+        live = self._live.pop(key, None)
+        if live is not None and live[0] is saved:
+            state = live[1]
+        else:
+            state = KeyState.from_dict(saved, self.ladder, self.lateness_ms, self.anomalies)
+        closed, late = state.candles.add(columns)
+        widths = self.ladder.widths
+        in_close_order = sorted(
+            ((name, window) for name, windows in closed.items() for window in windows),
+            key=lambda item: (item[1].open_time + widths[item[0]], widths[item[0]]),
+        )
+        for name, window in in_close_order:
+            self._emit(key, trades[0], state, name, window, result)
+        for late_trade in late:
+            record, trade = fresh[late_trade.index]
+            result.dead_letters.append(self._late_letter(record, trade, late_trade))
+        result.late += len(late)
         result.trades += len(fresh)
-        result.states[key] = state.to_dict(last_offset=fresh[-1][0].offset)
+        saved = result.states[key] = state.to_dict(last_offset=fresh[-1][0].offset)
+        self._live[key] = (saved, state)
+
+    def _emit(
+        self,
+        key: bytes,
+        sample: Any,
+        state: KeyState,
+        name: str,
+        window: ClosedCandle,
+        result: BatchResult,
+    ) -> None:
+        """One closed candle with its indicators, signals and market anomalies; `sample`
+        is any trade of the key (for its exchange and symbol)."""
+        width = self.ladder.widths[name]
+        candle = to_candle(sample.exchange, sample.symbol, name, width, window)
+        state.changed.add(name)
+        values = indicator_values(candle, state.indicators[name])
+        fired = self.signals.evaluate(
+            close=candle.close, values=values.values, previous=state.previous.get(name)
+        )
+        state.previous[name] = {**values.values, "close": candle.close}
+        encoded = CANDLE_CODEC.encode(candle)
+        result.candles.append((key, encoded))
+        result.by_symbol.append((candle.symbol.encode(), encoded))
+        view = CandleView(
+            exchange=candle.exchange,
+            symbol=candle.symbol,
+            interval=name,
+            width_ms=width,
+            open_time=candle.open_time,
+            close=candle.close,
+            volume=candle.volume,
+        )
+        result.add_findings(state.detectors[name].update(view))
+        result.indicators.append((key, INDICATOR_CODEC.encode(values)))
+        result.signals.extend(
+            (key, SIGNAL_CODEC.encode(to_signal(candle, signal))) for signal in fired
+        )
+
+    def _late_letter(self, record: RawRecord, trade: Any, late: LateTrade) -> tuple[bytes, bytes]:
+        """The dead letter of a trade whose finest window had closed: it counts nowhere."""
+        finest = self.ladder.finest
+        end = late.window_start + self.ladder.widths[finest]
+        reason = (
+            f"trade at {trade.ts} arrived after its {finest} window "
+            f"[{late.window_start}, {end}) closed under watermark {late.watermark} "
+            f"(newest trade time - allowed lateness {self.lateness_ms} ms); "
+            "counted in no interval"
+        )
+        element = RejectedElement(TRADE_CODEC.encode(trade), reason)
+        return reject_element(record, element, "late", COMPONENT)
 
 
 @dataclass
 class KeyState:
-    """Everything kept per record key: candles and indicators of each interval."""
+    """Everything kept per record key: candles, and indicators and detectors per interval.
 
-    candles: dict[str, CandleState]
+    The state dict is written to the changelogged table after every batch, so the
+    indicators and detectors of an interval are serialized again only when one of its
+    candles closed; otherwise their last dicts are reused (they are never mutated).
+    """
+
+    candles: CandleBuilder
     indicators: dict[str, IndicatorSet]
     previous: dict[str, dict[str, float]]  # last candle's indicators + close, per interval
     detectors: dict[str, SeriesDetectors]
+    written: dict[str, tuple[dict[str, Any], dict[str, Any]]]  # interval -> last dicts
+    changed: set[str]  # intervals with a candle closed since `written`
 
     @classmethod
     def from_dict(
         cls,
         saved: dict[str, Any] | None,
-        intervals: dict[str, int],
+        ladder: Ladder,
         lateness_ms: int,
         rules: AnomalyRules,
     ) -> KeyState:
         """State from the table, with fresh state for intervals it does not have yet."""
-        candles = (saved or {}).get("intervals", {})
-        indicators = (saved or {}).get("indicators", {})
-        detectors = (saved or {}).get("detectors", {})
+        saved = saved or {}
+        if "intervals" in saved:
+            raise CandleStateError(
+                "saved candle state has the per-interval layout of an older sigflow; "
+                "start the processor under a new app id (SIGFLOW_PROCESSOR_APP_ID)"
+            )
+        indicators = saved.get("indicators", {})
+        detectors = saved.get("detectors", {})
+        known = set(indicators) & set(detectors)
         return cls(
-            candles={
-                name: CandleState.from_dict(candles[name], width, lateness_ms)
-                if name in candles
-                else CandleState(width, lateness_ms)
-                for name, width in intervals.items()
-            },
+            candles=CandleBuilder.from_dict(saved["candles"], ladder, lateness_ms)
+            if "candles" in saved
+            else CandleBuilder(ladder, lateness_ms),
             indicators={
-                name: IndicatorSet.from_dict(indicators[name])
-                if name in indicators
-                else IndicatorSet()
-                for name in intervals
+                name: IndicatorSet.from_dict(indicators[name]) if name in known else IndicatorSet()
+                for name in ladder.widths
             },
-            previous=dict((saved or {}).get("previous", {})),
-            detectors={name: SeriesDetectors(rules, detectors.get(name)) for name in intervals},
+            previous=dict(saved.get("previous", {})),
+            detectors={
+                name: SeriesDetectors(rules, detectors[name] if name in known else None)
+                for name in ladder.widths
+            },
+            written={
+                name: (indicators[name], detectors[name]) for name in ladder.widths if name in known
+            },
+            changed={name for name in ladder.widths if name not in known},
         )
 
     def to_dict(self, last_offset: int) -> dict[str, Any]:
         """JSON-ready state, with the offset of the last record folded in."""
+        for name in self.changed:
+            self.written[name] = (self.indicators[name].to_dict(), self.detectors[name].to_dict())
+        self.changed.clear()
         return {
             "offset": last_offset,
-            "intervals": {name: state.to_dict() for name, state in self.candles.items()},
-            "indicators": {name: state.to_dict() for name, state in self.indicators.items()},
-            "previous": self.previous,
-            "detectors": {name: state.to_dict() for name, state in self.detectors.items()},
+            "candles": self.candles.to_dict(),
+            "indicators": {name: self.written[name][0] for name in self.indicators},
+            "previous": dict(self.previous),  # a copy: the live state goes on changing
+            "detectors": {name: self.written[name][1] for name in self.indicators},
         }
 
 

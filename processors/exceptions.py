@@ -38,3 +38,8 @@ class AlertRuleError(SigflowError):
 
 class TokenPricesError(SigflowError):
     """A token pricing file that cannot work: the message names the file, field and why."""
+
+
+class CandleStateError(SigflowError):
+    """Saved candle state that the configured intervals cannot continue (the message says
+    which interval changed and what to do)."""

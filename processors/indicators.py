@@ -149,7 +149,13 @@ class ExponentialMovingAverage:
         return self.value
 
     def to_dict(self) -> State:
-        return {"kind": self.kind, "period": self.period, "seed": self.seed, "value": self.value}
+        # Copies: the state dict outlives this call and must not change with the indicator.
+        return {
+            "kind": self.kind,
+            "period": self.period,
+            "seed": list(self.seed),
+            "value": self.value,
+        }
 
     @classmethod
     def from_dict(cls, state: State) -> ExponentialMovingAverage:
@@ -246,7 +252,7 @@ class AverageTrueRange:
             "kind": self.kind,
             "period": self.period,
             "previous_close": self.previous_close,
-            "ranges": self.ranges,
+            "ranges": list(self.ranges),  # a copy, like every list in the state
             "value": self.value,
         }
 

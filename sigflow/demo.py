@@ -157,6 +157,14 @@ async def _report(
         for name in ("trades", "candles", "indicators", "signals"):
             rows = await _count(client, f"SELECT count() FROM {db}.{name} FINAL")
             table.add_row(f"{db}.{name}", f"{rows:,}")
+            if name == "candles":  # one row per interval under the total
+                for interval in settings.candle_intervals:
+                    rows = await _count(
+                        client,
+                        f"SELECT count() FROM {db}.candles FINAL WHERE interval = {{i:String}}",
+                        {"i": interval},
+                    )
+                    table.add_row(f"  {interval}", f"{rows:,}")
         # A fresh key for the demo's own API calls, stored hashed like any other.
         api_key = (await ApiKeyStore(client, db).create("demo")).token
     finally:

@@ -199,7 +199,11 @@ class Settings(BaseSettings):
 
     # Processing
     candle_intervals: list[str] = Field(
-        default_factory=lambda: ["1m"], description="Candle intervals built by the processor."
+        default_factory=lambda: ["1s", "1m", "5m", "15m", "1h", "1d"],
+        description=(
+            "Candle intervals built by the processor; each must be a multiple of the "
+            "finest, which alone decides lateness."
+        ),
     )
     allowed_lateness_ms: int = Field(
         2_000,

@@ -5,7 +5,10 @@ to the arrival order, so an update is a binary search plus one C-level list shif
 (`bisect.insort`, at most N pointers), the median is an index, and the MAD is found
 without materializing the deviations: below the median they are `m - x` read
 backwards, above it `x - m` read forwards, two sorted sequences whose k-th smallest
-element a binary search finds in O(log N). Exact, so a replay gives the same bits.
+element a binary search finds in O(log N). Windows of up to 256 values sort the two
+runs instead (Timsort merges them in C, faster at those sizes; `CandleStream` calls
+this twice per closed candle of every interval). Both are exact and pick the same
+element, so a replay gives the same bits.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from collections.abc import Callable, Iterable
 
 # 1 / Phi^-1(3/4): MAD x this estimates the standard deviation of a normal sample.
 MAD_TO_SIGMA = 1.482602218505602
+# Up to this window size the MAD sorts the deviations (measured faster); above, it
+# searches the two sorted runs in O(log N).
+SORT_DEVIATIONS_UP_TO = 256
 
 
 def kth_of_two_sorted(
@@ -86,6 +92,16 @@ class RollingRobust:
         values, count = self._sorted, len(self._sorted)
         center = self.median()
         split = bisect_left(values, center)
+        middle = count // 2
+        if count <= SORT_DEVIATIONS_UP_TO:
+            # Two ascending runs that Timsort merges in C: faster than the binary search
+            # below for the usual windows (60: ~9 vs ~20 µs), and the same values exactly.
+            deviations = [center - value for value in values[split - 1 :: -1]] if split else []
+            deviations += [value - center for value in values[split:]]
+            deviations.sort()
+            if count % 2:
+                return deviations[middle]
+            return (deviations[middle - 1] + deviations[middle]) / 2
 
         def below(i: int) -> float:
             return center - values[split - 1 - i]
@@ -96,7 +112,6 @@ class RollingRobust:
         def kth(k: int) -> float:
             return kth_of_two_sorted(below, split, above, count - split, k)
 
-        middle = count // 2
         return kth(middle) if count % 2 else (kth(middle - 1) + kth(middle)) / 2
 
     def robust_z(self, value: float, min_sigma: float) -> tuple[float, float, float]:

@@ -14,6 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from ingest.producer import EventProducer
+from processors.candles import interval_ms
 from schemas.codec import codec_for
 from schemas.events import Trade
 from sigflow.settings import Settings
@@ -64,29 +65,35 @@ def known_trades() -> list[Any]:
     return trades
 
 
-def expected_candles(trades: list[Any]) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """Closed 1m candles computed the obvious way; the newest window per key stays open."""
-    windows: dict[tuple[str, str, int], list[Any]] = defaultdict(list)
+def expected_candles(
+    trades: list[Any], settings: Settings
+) -> dict[tuple[str, str, str, int], dict[str, Any]]:
+    """Closed candles of every configured interval, computed the obvious way from the
+    trades (in order, none late): a window is closed once its end is at or before the
+    newest trade time of its key minus the allowed lateness; empty windows have none."""
+    newest: dict[tuple[str, str], int] = defaultdict(int)
     for t in trades:
-        windows[(t.exchange, t.symbol, t.ts // MINUTE * MINUTE)].append(t)
-    newest = {}
-    for exchange, symbol, start in windows:
-        newest[(exchange, symbol)] = max(start, newest.get((exchange, symbol), 0))
+        newest[(t.exchange, t.symbol)] = max(t.ts, newest[(t.exchange, t.symbol)])
     result = {}
-    for (exchange, symbol, start), rows in windows.items():
-        if start == newest[(exchange, symbol)]:
-            continue
-        volume = sum(t.size for t in rows)
-        result[(exchange, symbol, start)] = {
-            "open": rows[0].price,
-            "high": max(t.price for t in rows),
-            "low": min(t.price for t in rows),
-            "close": rows[-1].price,
-            "volume": volume,
-            "vwap": sum(t.price * t.size for t in rows) / volume,
-            "trade_count": len(rows),
-            "buy_volume": sum(t.size for t in rows if t.side == "buy"),
-        }
+    for interval in settings.candle_intervals:
+        width = interval_ms(interval)
+        windows: dict[tuple[str, str, int], list[Any]] = defaultdict(list)
+        for t in trades:
+            windows[(t.exchange, t.symbol, t.ts // width * width)].append(t)
+        for (exchange, symbol, start), rows in windows.items():
+            if start + width > newest[(exchange, symbol)] - settings.allowed_lateness_ms:
+                continue
+            volume = sum(t.size for t in rows)
+            result[(exchange, symbol, interval, start)] = {
+                "open": rows[0].price,
+                "high": max(t.price for t in rows),
+                "low": min(t.price for t in rows),
+                "close": rows[-1].price,
+                "volume": volume,
+                "vwap": sum(t.price * t.size for t in rows) / volume,
+                "trade_count": len(rows),
+                "buy_volume": sum(t.size for t in rows if t.side == "buy"),
+            }
     return result
 
 
@@ -140,22 +147,24 @@ async def dead_letters(settings: Settings) -> list[dict[str, Any]]:
 
 
 async def assert_candles_match(
-    settings: Settings, expected: dict[tuple[str, str, int], Any]
+    settings: Settings, expected: dict[tuple[str, str, str, int], Any]
 ) -> None:
     """Every candle ClickHouse shows (FINAL) equals the independently computed one."""
     client = await connect(settings)
     try:
         result = await client.query(
-            "SELECT exchange, symbol, toUnixTimestamp64Milli(open_time) AS open_time, open, high, "
+            "SELECT exchange, symbol, interval, toUnixTimestamp64Milli(open_time) AS open_time, "
+            "open, high, "
             "low, close, volume, vwap, trade_count, buy_volume, final "
             f"FROM {settings.clickhouse_database}.candles FINAL"
         )
     finally:
         await client.close()
     rows = list(result.named_results())
-    assert {(r["exchange"], r["symbol"], r["open_time"]) for r in rows} == set(expected)
+    where = ("exchange", "symbol", "interval", "open_time")
+    assert {tuple(r[name] for name in where) for r in rows} == set(expected)
     for row in rows:
-        want = expected[(row["exchange"], row["symbol"], row["open_time"])]
+        want = expected[tuple(row[name] for name in where)]
         for exact in ("open", "high", "low", "close", "trade_count"):
             assert row[exact] == want[exact], f"{exact} of {row}"
         for summed in ("volume", "vwap", "buy_volume"):

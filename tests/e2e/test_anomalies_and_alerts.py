@@ -84,7 +84,10 @@ async def run_pipeline(settings: Settings, roles: Roles, trades: list[Any]) -> N
 async def test_jump_and_divergence_raise_anomalies_and_alerts_identically_on_replay(
     pipeline_settings: Settings, roles: Roles, tmp_path: Any
 ) -> None:
-    first = pipeline_settings
+    # The scenario and its labels are minutes: with 1s candles too, the 1s jump would
+    # take the alert rule's cool-down before the 1m one.
+    first = pipeline_settings.model_copy(update={"candle_intervals": ["1m"]})
+    roles.settings = first
     second = first.model_copy(
         update={
             "topic_prefix": "r" + first.topic_prefix,

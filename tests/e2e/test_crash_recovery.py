@@ -37,7 +37,7 @@ async def test_sigkilled_processor_and_sink_resume_without_loss_or_duplicates(
     settings = pipeline_settings
     db = settings.clickhouse_database
     trades = known_trades()
-    expected = expected_candles(trades)
+    expected = expected_candles(trades, settings)
     half = len(trades) // 2
     roles.start("sink")
     roles.start("process")

@@ -51,7 +51,7 @@ def test_demo_once_puts_every_closed_candle_in_clickhouse_and_stops_what_it_star
     assert published and published.group(1) == "2,880", output  # 24 real hours x 120
     closed = re.search(r"([\d,]+) closed 1m candles in ClickHouse", output)
     assert closed, output
-    assert re.search(rf"sigflow\.candles\s*│\s*{closed.group(1)}", output), output
+    assert re.search(rf"│\s+1m\s+│\s*{closed.group(1)}\s*│", output), output
     assert '"final": true' in output  # candles fetched through the HTTP API
     for name, port in ports.items():
         assert not port_in_use("127.0.0.1", port), f"demo left the {name} running"

@@ -34,7 +34,7 @@ async def test_replayed_trades_become_exact_candles_in_clickhouse_and_the_api(
 ) -> None:
     settings = pipeline_settings
     trades = known_trades()
-    expected = expected_candles(trades)
+    expected = expected_candles(trades, settings)
     db = settings.clickhouse_database
     roles.start("sink")
     roles.start("process")
@@ -52,6 +52,8 @@ async def test_replayed_trades_become_exact_candles_in_clickhouse_and_the_api(
     await eventually(all_candles_written, f"{len(expected)} candles in ClickHouse", roles)
 
     await assert_candles_match(settings, expected)
+    # Candles of several intervals, each window exactly once (the default 1s..1d).
+    assert {key[2] for key in expected} == {"1s", "1m", "5m", "15m"}
 
     async def indicators_written() -> bool:
         sql = f"SELECT count() FROM {db}.indicators FINAL WHERE name = 'vwap'"
@@ -72,16 +74,17 @@ async def test_replayed_trades_become_exact_candles_in_clickhouse_and_the_api(
         indicators = await http.get("/v1/indicators", params={**series, "name": "vwap"})
     await api.state.warehouse.close()
     assert indicators.status_code == 200, indicators.text
-    assert len(indicators.json()) == sum(1 for key in expected if key[0] == "coinbase")
+    btc = tuple(series.values())
+    btc_minutes = {key[3]: want for key, want in expected.items() if key[:3] == btc}
+    assert len(indicators.json()) == len(btc_minutes)
     for point in indicators.json():
-        want = expected[("coinbase", "BTC-USD", point["open_time"])]
+        want = btc_minutes[point["open_time"]]
         assert point["values"]["vwap"] == pytest.approx(want["vwap"], rel=1e-12)
     assert response.status_code == 200, response.text
     served = response.json()
-    want_btc = sorted(k[2] for k in expected if k[0] == "coinbase")
-    assert [c["open_time"] for c in served] == want_btc
+    assert [c["open_time"] for c in served] == sorted(btc_minutes)
     for candle in served:
-        want = expected[("coinbase", "BTC-USD", candle["open_time"])]
+        want = btc_minutes[candle["open_time"]]
         assert candle["close"] == want["close"] and candle["trade_count"] == want["trade_count"]
         assert candle["close_time"] == candle["open_time"] + MINUTE
 

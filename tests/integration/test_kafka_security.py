@@ -267,7 +267,7 @@ async def test_processor_and_sink_roles_run_over_sasl_ssl_with_a_secret_file(
 
         def closed_candles(records: list[Any]) -> list[int]:
             candles = (CANDLE.decode(record.value) for record in records)
-            return sorted(candle.open_time for candle in candles if candle.final)
+            return sorted(c.open_time for c in candles if c.final and c.interval == "1m")
 
         records = await read_until(
             settings, settings.topic("candles"), lambda got: len(closed_candles(got)) >= 2, 90
@@ -284,7 +284,8 @@ async def test_processor_and_sink_roles_run_over_sasl_ssl_with_a_secret_file(
             client = await connect(settings)
             try:
                 result = await client.query(
-                    f"SELECT count() FROM {settings.clickhouse_database}.candles FINAL WHERE final"
+                    f"SELECT count() FROM {settings.clickhouse_database}.candles FINAL "
+                    "WHERE final AND interval = '1m'"
                 )
                 rows = result.result_rows[0][0]
             finally:

@@ -9,9 +9,14 @@ from types import SimpleNamespace
 
 import orjson
 
-from bench.latency import closing_trades, output_latencies, relay_latencies, trades_due
-from bench.processors import (
+from bench.latency import (
     INTERVAL,
+    closing_trades,
+    output_latencies,
+    relay_latencies,
+    trades_due,
+)
+from bench.processors import (
     NaiveCandleAgent,
     bench_trades,
     micro_batches,
@@ -46,7 +51,7 @@ def test_a_late_trade_opens_no_window() -> None:
 
 def test_closing_trades_are_those_after_which_the_processor_rules_emit_each_candle() -> None:
     records = trade_records(20_000, seed=5, symbols=3, trades_per_second=40.0)
-    agent = NaiveCandleAgent(INTERVAL, 2_000)
+    agent = NaiveCandleAgent((INTERVAL,), 2_000)
     emitted_after: dict[tuple[bytes, int], int] = {}
     for index, batch in enumerate(micro_batches(records, 1)):
         for key, value in agent.process(batch):

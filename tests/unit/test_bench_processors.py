@@ -15,7 +15,7 @@ from bench import BENCHMARKS, BenchOptions
 from bench.processors import candle_table, micro_batches, run_baseline, run_sigflow, trade_records
 from bench.report import print_report
 
-# Enough trades to close a few one-minute windows of every symbol.
+# Enough trades to close a few 1s and 1m windows of every symbol.
 TINY = BenchOptions(trades=30_000, seed=3, repeats=1, batch_size=500)
 
 
@@ -30,6 +30,7 @@ def test_sigflow_and_baseline_build_the_same_candles() -> None:
     assert ours.trades == theirs.trades == TINY.trades
     ours_by_window, theirs_by_window = candle_table(ours.candles), candle_table(theirs.candles)
     assert len(ours_by_window) >= 16
+    assert {interval for _, interval, _ in ours_by_window} == {"1s", "1m"}  # 300 s of trades
     assert ours_by_window.keys() == theirs_by_window.keys()
     for window, candle in ours_by_window.items():
         other = theirs_by_window[window]
