@@ -21,7 +21,7 @@ never consumed its own repartitioned records, so it is not used.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import faust
@@ -34,6 +34,7 @@ from processors.anomalies.rules import load_anomaly_rules
 from processors.candle_stream import CandleStream, RawRecord
 from processors.cross_stream import CrossStream
 from processors.signals import SignalEngine, load_rules
+from sigflow import tracing
 from sigflow.kafka_security import kafka_security_options
 from sigflow.settings import Settings
 
@@ -88,6 +89,21 @@ def raw_records(events: Iterable[Any]) -> list[RawRecord]:
             ),
         )
     return [unique[place] for place in sorted(unique)]
+
+
+def traced(batches: AsyncIterator[list[Any]], stream: str) -> AsyncIterator[list[Any]]:
+    """Each micro-batch inside its `process <stream>` span, linked to the consumed records,
+    while the agent handles it; the batches untouched when tracing is off."""
+    if not tracing.enabled():
+        return batches
+    return _traced(batches, stream)
+
+
+async def _traced(batches: AsyncIterator[list[Any]], stream: str) -> AsyncIterator[list[Any]]:
+    async for events in batches:
+        consumed = [(event.message.key, event.message.headers) for event in events]
+        with tracing.BatchTrace(f"process {stream}", consumed):
+            yield events
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -158,7 +174,7 @@ def create_app(settings: Settings) -> faust.App:
 
     async def publish(topic: Any, records: list[tuple[bytes, bytes]]) -> None:
         for key, value in records:
-            await topic.send(key=key, value=value)
+            await topic.send(key=key, value=value, headers=tracing.output_headers(key))
 
     async def finish_batch(
         stream: str, events: list[Any], table: Any, states: dict[bytes, Any]
@@ -183,8 +199,11 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(trades)
     async def build_candles(stream: Any) -> None:
-        async for events in stream.take_events(
-            settings.processor_batch_size, within=settings.processor_batch_seconds
+        async for events in traced(
+            stream.take_events(
+                settings.processor_batch_size, within=settings.processor_batch_seconds
+            ),
+            "trades",
         ):
             started = time.perf_counter()
             records = raw_records(events)
@@ -212,8 +231,11 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(by_symbol)
     async def compare_exchanges(stream: Any) -> None:
-        async for events in stream.take_events(
-            settings.processor_batch_size, within=settings.processor_batch_seconds
+        async for events in traced(
+            stream.take_events(
+                settings.processor_batch_size, within=settings.processor_batch_seconds
+            ),
+            "cross",
         ):
             result = cross_logic.process(raw_records(events), cross_state.get)
             await publish(indicators, result.indicators)
@@ -229,8 +251,11 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(alert_sources)
     async def raise_alerts(stream: Any) -> None:
-        async for events in stream.take_events(
-            settings.processor_batch_size, within=settings.processor_batch_seconds
+        async for events in traced(
+            stream.take_events(
+                settings.processor_batch_size, within=settings.processor_batch_seconds
+            ),
+            "alerts",
         ):
             result = alert_logic.process(raw_records(events), alert_state.get)
             await publish(alerts, result.alerts)
