@@ -82,6 +82,7 @@ def run_processor(settings: Settings) -> None:
         worker = ReadyWorker(
             app, loglevel=settings.log_level.lower(), quiet=True, override_logging=False
         )
+        worker.spinner = None  # a terminal spinner writes escape codes into the log
         worker.execute_from_commandline()
 
 
