@@ -61,3 +61,6 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     if root.level > logging.DEBUG:
         for chatty in ("aiokafka", "httpx", "faust", "mode"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
+        # ...but the Faust worker's own start and stop lines are worth keeping.
+        for lifecycle in ("faust.worker", "mode.worker"):
+            logging.getLogger(lifecycle).setLevel(logging.INFO)

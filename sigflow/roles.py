@@ -47,9 +47,11 @@ def role_lifecycle(settings: Settings, role: Role) -> Iterator[Readiness]:
             wait_for_dependencies(
                 role_dependencies(settings, role), settings.startup_timeout_seconds
             )
+            log.info("role starting")
             yield readiness
     finally:
         shutdown_tracing()  # export the spans still pending
+        log.info("role stopped")
 
 
 async def migrate(settings: Settings) -> list[str]:

@@ -89,6 +89,14 @@ class BackgroundProcess:
         pid, argv = recorded
         return pid if self._is_alive(pid) and self._runs(pid, argv) else None
 
+    @property
+    def exit_code(self) -> int | None:
+        """Exit status of the process this object started, once it has ended (negative:
+        killed by that signal); None while it runs or when another process started it."""
+        if self._child_pid is not None:
+            self._reap(self._child_pid)
+        return self._exit_status
+
     def is_running(self) -> bool:
         """True when the recorded pid is alive and still runs the recorded command."""
         return self.pid is not None
