@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as context_api
 from opentelemetry import propagate
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
@@ -254,47 +255,55 @@ class BatchTrace:
         self.name = name
         self._consumed = consumed
         self._newest: dict[bytes | None, Context] = {}
-        self._links: list[Link] = []
-        self._batch: contextlib.ExitStack | None = None
+        self._span: Any = None
         self._batch_context: Context | None = None
         self._headers: dict[bytes, Headers] = {}
-        self._token: Any = None
+        self._tokens: tuple[Any, Any] | None = None
 
     def __enter__(self) -> BatchTrace:
         if _tracer is None:
             return self
-        self._token = _batch.set(self)
-        all_headers = []
+        count = 0
         newest: Context | None = None
+        unique: dict[tuple[int, int], Link] = {}
         for key, headers in self._consumed:
-            all_headers.append(headers)
+            count += 1
             context = extract(headers)
-            if trace_api.get_current_span(context).get_span_context().is_valid:
+            producer = trace_api.get_current_span(context).get_span_context()
+            if producer.is_valid:
                 self._newest[key] = newest = context  # in offset order per partition
-        self._links = links(all_headers)
-        one_trace = len({found.context.trace_id for found in self._links}) == 1
-        self._batch = contextlib.ExitStack()
-        batch_span = self._batch.enter_context(
-            span(
-                self.name,
-                kind=SpanKind.CONSUMER,
-                # One trace consumed: continue it; several: a new one, linked to them all.
-                parent=newest if one_trace and newest is not None else Context(),
-                links=self._links,
-                attributes={
-                    "messaging.system": "kafka",
-                    "messaging.batch.message_count": len(all_headers),
-                },
-            )
+                unique.setdefault((producer.trace_id, producer.span_id), Link(producer))
+        one_trace = len({trace_id for trace_id, _ in unique}) == 1
+        self._span = _tracer.start_span(
+            self.name,
+            # One trace consumed: continue it; several: a new one, linked to them all.
+            context=newest if one_trace else Context(),
+            kind=SpanKind.CONSUMER,
+            links=list(unique.values()),
+            attributes={"messaging.system": "kafka", "messaging.batch.message_count": count},
         )
-        self._batch_context = trace_api.set_span_in_context(batch_span)
+        self._batch_context = trace_api.set_span_in_context(self._span)
+        self._tokens = (context_api.attach(self._batch_context), _batch.set(self))
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        if self._token is not None:
-            _batch.reset(self._token)
-        if self._batch is not None:
-            self._batch.__exit__(*exc_info)
+        if self._span is None:
+            return
+        # An agent that crashed closes its batch iterator later, from another task:
+        # only the context that entered may be restored.
+        tokens, self._tokens = self._tokens, None
+        if tokens is not None:
+            try:
+                _batch.reset(tokens[1])
+            except ValueError:  # another context: it holds nothing of this batch to restore
+                pass
+            else:
+                context_api.detach(tokens[0])
+        if isinstance(exc_info[1], Exception):  # not a cancellation or generator close
+            self._span.record_exception(exc_info[1])
+            self._span.set_status(trace_api.StatusCode.ERROR)
+        self._span.end()
+        self._span = None
 
     def headers_for(self, key: bytes) -> Headers | None:
         """The headers of an output record with `key` (None when tracing is off)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import io
 import logging
 from collections.abc import Iterator
@@ -138,3 +139,16 @@ def test_json_log_lines_carry_the_role_and_the_running_trace(
     assert inside["trace_id"] == f"{context.trace_id:032x}"
     assert inside["span_id"] == f"{context.span_id:016x}"
     assert (inside["topic"], inside["partition"]) == ("t.candles", 2)
+
+
+def test_a_batch_closed_from_another_context_still_ends_its_span(
+    spans: InMemorySpanExporter,
+) -> None:
+    """A crashed agent's batch iterator is closed later by another task (whose context
+    is a copy): no error there, and the span ends."""
+    batch = tracing.BatchTrace("process trades", [(b"a", published("t.trades", b"a"))])
+    entering = contextvars.copy_context()
+    entering.run(batch.__enter__)
+    entering.copy().run(batch.__exit__, GeneratorExit, GeneratorExit(), None)
+    [ended] = [s for s in spans.get_finished_spans() if s.name == "process trades"]
+    assert ended.status.is_ok and ended.end_time is not None
