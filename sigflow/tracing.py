@@ -50,6 +50,7 @@ __all__ = [
     "SpanKind",
     "configure_tracing",
     "current_ids",
+    "distinct_links",
     "enabled",
     "extract",
     "inject",
@@ -165,12 +166,14 @@ def link(headers: RecordHeaders) -> Link | None:
 
 def links(all_headers: Iterable[RecordHeaders]) -> list[Link]:
     """Links to the producers of consumed records: each distinct span once."""
+    return distinct_links(found for headers in all_headers if (found := link(headers)) is not None)
+
+
+def distinct_links(all_links: Iterable[Link]) -> list[Link]:
+    """Each linked span once (records of one output key share their producer's span)."""
     unique: dict[tuple[int, int], Link] = {}
-    for headers in all_headers:
-        found = link(headers)
-        if found is not None:
-            context = found.context
-            unique.setdefault((context.trace_id, context.span_id), found)
+    for found in all_links:
+        unique.setdefault((found.context.trace_id, found.context.span_id), found)
     return list(unique.values())
 
 

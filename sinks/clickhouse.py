@@ -124,7 +124,7 @@ class ClickHouseSink(BatchingSink):
         with tracing.span(
             f"clickhouse insert {route.table}",
             kind=tracing.SpanKind.CLIENT,
-            links=[link for batch in batches for link in batch.links],
+            links=tracing.distinct_links(link for batch in batches for link in batch.links),
             attributes={
                 "db.system": "clickhouse",
                 "db.collection.name": f"{self.database}.{route.table}",
