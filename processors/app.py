@@ -91,19 +91,25 @@ def raw_records(events: Iterable[Any]) -> list[RawRecord]:
     return [unique[place] for place in sorted(unique)]
 
 
-def traced(batches: AsyncIterator[list[Any]], stream: str) -> AsyncIterator[list[Any]]:
-    """Each micro-batch inside its `process <stream>` span, linked to the consumed records,
-    while the agent handles it; the batches untouched when tracing is off."""
-    if not tracing.enabled():
-        return batches
-    return _traced(batches, stream)
+async def micro_batches(batches: AsyncIterator[list[Any]], stream: str) -> AsyncIterator[list[Any]]:
+    """The micro-batches of `take_events`, each acked only once the agent is done with it,
+    and handled inside its `process <stream>` span when tracing is on.
 
-
-async def _traced(batches: AsyncIterator[list[Any]], stream: str) -> AsyncIterator[list[Any]]:
+    `take_events` acks a batch in a `finally` around its `yield`, so an agent cancelled
+    mid-batch (as Faust's stop on SIGTERM does) would have the whole batch acked and
+    committed although its state and outputs were never written, and a restart would
+    skip those records. Holding one more reference on each message until the agent asks
+    for the next batch keeps an unfinished batch uncommitted: it is read again.
+    """
     async for events in batches:
-        consumed = [(event.message.key, event.message.headers) for event in events]
+        messages = [event.message for event in events]
+        for message in messages:
+            message.incref()
+        consumed = [(m.key, m.headers) for m in messages] if tracing.enabled() else ()
         with tracing.BatchTrace(f"process {stream}", consumed):
             yield events
+        for message in messages:  # reached only when the agent asks for the next batch
+            message.decref()
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -176,12 +182,26 @@ def create_app(settings: Settings) -> faust.App:
         for key, value in records:
             await topic.send(key=key, value=value, headers=tracing.output_headers(key))
 
+    known_changelogs: set[str] = set()
+
+    async def changelog_known(table: Any) -> None:
+        """Wait once per table until the producer knows its changelog's partitions: a
+        table write places the record by key at once, and right after start-up, before
+        that metadata arrived, it raised and crashed the agent (which Faust does not
+        restart)."""
+        topic = table.changelog_topic.get_topic_name()
+        if topic not in known_changelogs:
+            producer: Any = app.producer  # Faust's aiokafka driver, around AIOKafkaProducer
+            await producer._ensure_producer().partitions_for(topic)
+            known_changelogs.add(topic)
+
     async def finish_batch(
         stream: str, events: list[Any], table: Any, states: dict[bytes, Any]
     ) -> None:
         """Store new state, then make the batch's outputs and changelog durable before its
         offsets can be acked: a rebalance that re-reads the changelog must never find it
         behind the stream, or the input in between would be lost."""
+        await changelog_known(table)
         for key, new_state in states.items():
             table[key] = new_state
         await app.producer.flush()
@@ -199,7 +219,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(trades)
     async def build_candles(stream: Any) -> None:
-        async for events in traced(
+        async for events in micro_batches(
             stream.take_events(
                 settings.processor_batch_size, within=settings.processor_batch_seconds
             ),
@@ -231,7 +251,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(by_symbol)
     async def compare_exchanges(stream: Any) -> None:
-        async for events in traced(
+        async for events in micro_batches(
             stream.take_events(
                 settings.processor_batch_size, within=settings.processor_batch_seconds
             ),
@@ -251,7 +271,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(alert_sources)
     async def raise_alerts(stream: Any) -> None:
-        async for events in traced(
+        async for events in micro_batches(
             stream.take_events(
                 settings.processor_batch_size, within=settings.processor_batch_seconds
             ),
