@@ -34,6 +34,7 @@ from ingest.exceptions import IngestError
 from schemas.codec import codec_for
 from schemas.dead_letters import dead_letter_record
 from schemas.events import Trade
+from sigflow import tracing
 from sigflow.kafka import create_producer, ensure_topics
 from sigflow.settings import Settings
 
@@ -105,13 +106,22 @@ class EventProducer:
     ) -> None:
         await self.stop()
 
-    async def send(self, topic: str, key: bytes, value: bytes, source: str) -> None:
-        """Queue one record (same key → same partition → order kept); waits when full."""
+    async def send(
+        self, topic: str, key: bytes, value: bytes, source: str, *, events: int = 1
+    ) -> None:
+        """Queue one record (same key → same partition → order kept); waits when full.
+
+        With tracing on, each record gets a `publish` span whose context rides in its
+        headers; `events` is how many events the record holds (a trades batch).
+        """
         self._raise_failure()
         await self._slots.acquire()
         metrics.PRODUCER_PENDING.inc()
         try:
-            delivery = await self._producer.send(topic, value, key=key)
+            with tracing.publish_span(
+                topic, key, **{"messaging.batch.message_count": events, "sigflow.source": source}
+            ) as headers:
+                delivery = await self._producer.send(topic, value, key=key, headers=headers)
         except BaseException:
             self._release()
             raise
@@ -154,7 +164,9 @@ class EventProducer:
                 batch = self._batches.pop(key, None)
                 if batch is not None:
                     value = TRADE_CODEC.encode_batch(batch.trades)
-                    await self.send(self._trades_topic, key, value, batch.source)
+                    await self.send(
+                        self._trades_topic, key, value, batch.source, events=len(batch.trades)
+                    )
 
     async def _send_lingering_batches(self) -> None:
         """Send each batch `ingest_linger_ms` after its first trade, however full."""

@@ -24,7 +24,7 @@ never consumed its own repartitioned records, so it is not used.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import faust
@@ -42,6 +42,7 @@ from processors.onchain_stream import OnchainStream, PriceFeed, Source
 from processors.pricing import load_token_prices
 from processors.signals import SignalEngine, load_rules
 from schemas.topics import DAY_MS
+from sigflow import tracing
 from sigflow.kafka import ensure_topics
 from sigflow.kafka_security import kafka_security_options
 from sigflow.settings import Settings
@@ -126,6 +127,27 @@ def raw_records(events: Iterable[Any]) -> list[RawRecord]:
     return [unique[place] for place in sorted(unique)]
 
 
+async def micro_batches(batches: AsyncIterator[list[Any]], stream: str) -> AsyncIterator[list[Any]]:
+    """The micro-batches of `take_events`, each acked only once the agent is done with it,
+    and handled inside its `process <stream>` span when tracing is on.
+
+    `take_events` acks a batch in a `finally` around its `yield`, so an agent cancelled
+    mid-batch (as Faust's stop on SIGTERM does) would have the whole batch acked and
+    committed although its state and outputs were never written, and a restart would
+    skip those records. Holding one more reference on each message until the agent asks
+    for the next batch keeps an unfinished batch uncommitted: it is read again.
+    """
+    async for events in batches:
+        messages = [event.message for event in events]
+        for message in messages:
+            message.incref()
+        consumed = [(m.key, m.headers) for m in messages] if tracing.enabled() else ()
+        with tracing.BatchTrace(f"process {stream}", consumed):
+            yield events
+        for message in messages:  # reached only when the agent asks for the next batch
+            message.decref()
+
+
 def create_app(settings: Settings) -> faust.App:
     """The processor app with its topics, state tables and agents."""
     app = faust.App(
@@ -194,7 +216,20 @@ def create_app(settings: Settings) -> faust.App:
 
     async def publish(topic: Any, records: list[tuple[bytes, bytes]]) -> None:
         for key, value in records:
-            await topic.send(key=key, value=value)
+            await topic.send(key=key, value=value, headers=tracing.output_headers(key))
+
+    known_changelogs: set[str] = set()
+
+    async def changelog_known(table: Any) -> None:
+        """Wait once per table until the producer knows its changelog's partitions: a
+        table write places the record by key at once, and right after start-up, before
+        that metadata arrived, it raised and crashed the agent (which Faust does not
+        restart)."""
+        topic = table.changelog_topic.get_topic_name()
+        if topic not in known_changelogs:
+            producer: Any = app.producer  # Faust's aiokafka driver, around AIOKafkaProducer
+            await producer._ensure_producer().partitions_for(topic)
+            known_changelogs.add(topic)
 
     async def finish_batch(
         stream: str, events: list[Any], table: Any, states: dict[bytes, Any]
@@ -202,6 +237,7 @@ def create_app(settings: Settings) -> faust.App:
         """Store new state, then make the batch's outputs and changelog durable before its
         offsets can be acked: a rebalance that re-reads the changelog must never find it
         behind the stream, or the input in between would be lost."""
+        await changelog_known(table)
         for key, new_state in states.items():
             table[key] = new_state
         await app.producer.flush()
@@ -219,8 +255,11 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(trades)
     async def build_candles(stream: Any) -> None:
-        async for events in stream.take_events(
-            settings.processor_batch_size, within=settings.processor_batch_seconds
+        async for events in micro_batches(
+            stream.take_events(
+                settings.processor_batch_size, within=settings.processor_batch_seconds
+            ),
+            "trades",
         ):
             started = time.perf_counter()
             records = raw_records(events)
@@ -248,8 +287,11 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(by_symbol)
     async def compare_exchanges(stream: Any) -> None:
-        async for events in stream.take_events(
-            settings.processor_batch_size, within=settings.processor_batch_seconds
+        async for events in micro_batches(
+            stream.take_events(
+                settings.processor_batch_size, within=settings.processor_batch_seconds
+            ),
+            "cross",
         ):
             result = cross_logic.process(raw_records(events), cross_state.get)
             await publish(indicators, result.indicators)
@@ -265,8 +307,11 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(alert_sources)
     async def raise_alerts(stream: Any) -> None:
-        async for events in stream.take_events(
-            settings.processor_batch_size, within=settings.processor_batch_seconds
+        async for events in micro_batches(
+            stream.take_events(
+                settings.processor_batch_size, within=settings.processor_batch_seconds
+            ),
+            "alerts",
         ):
             result = alert_logic.process(raw_records(events), alert_state.get)
             await publish(alerts, result.alerts)

@@ -5,6 +5,8 @@ Every role goes through `role_lifecycle`: a bounded wait for the services it nee
 (`SIGFLOW_STARTUP_TIMEOUT_SECONDS`), then /metrics, /healthz and /readyz on
 `SIGFLOW_METRICS_PORT` while it runs (the API serves them on its own port). Each role
 prepares what it depends on (topics, migrations) and shuts down cleanly on SIGTERM/SIGINT.
+The lifecycle also tags the process's log lines with the role and sets up tracing
+(`SIGFLOW_TRACING`) for it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import uvicorn
 from sigflow.dependencies import Role, role_dependencies, wait_for_dependencies
 from sigflow.health_server import Readiness, serve_health
 from sigflow.kafka import ensure_topics
+from sigflow.logs import bind_log_fields
 from sigflow.settings import Settings
+from sigflow.tracing import configure_tracing, shutdown_tracing
 from sinks.migrations import apply_migrations
 from sinks.warehouse import connect, database_name
 
@@ -36,9 +40,18 @@ def role_lifecycle(settings: Settings, role: Role) -> Iterator[Readiness]:
     waiting for Kafka; /readyz stays 503 until the role calls `mark_started()` on the
     yielded `Readiness` once it can work (and its dependencies answer).
     """
-    with serve_health(settings, role) as readiness:  # alive (not ready) while waiting
-        wait_for_dependencies(role_dependencies(settings, role), settings.startup_timeout_seconds)
-        yield readiness
+    bind_log_fields(role=role)
+    configure_tracing(settings, role)
+    try:
+        with serve_health(settings, role) as readiness:  # alive (not ready) while waiting
+            wait_for_dependencies(
+                role_dependencies(settings, role), settings.startup_timeout_seconds
+            )
+            log.info("role starting")
+            yield readiness
+    finally:
+        shutdown_tracing()  # export the spans still pending
+        log.info("role stopped")
 
 
 async def migrate(settings: Settings) -> list[str]:
@@ -67,7 +80,11 @@ def run_processor(settings: Settings) -> None:
         asyncio.run(ensure_processor_topics(settings))
         (settings.data_dir / "processor").mkdir(parents=True, exist_ok=True)
         app = create_app(settings)
-        worker = ReadyWorker(app, loglevel=settings.log_level.lower(), quiet=True)
+        # override_logging=False: Faust and mode log through sigflow's handler (JSON).
+        worker = ReadyWorker(
+            app, loglevel=settings.log_level.lower(), quiet=True, override_logging=False
+        )
+        worker.spinner = None  # a terminal spinner writes escape codes into the log
         worker.execute_from_commandline()
 
 
@@ -181,6 +198,7 @@ def run_api(settings: Settings) -> None:
     from api.app import create_app
     from api.server import server_config
 
+    bind_log_fields(role="api")
     wait_for_dependencies(role_dependencies(settings, "api"), settings.startup_timeout_seconds)
     config = server_config(
         create_app(settings),

@@ -349,6 +349,24 @@ class Settings(BaseSettings):
         "dispatch (0: off; the API serves them on its own port).",
     )
 
+    # Tracing (README "Tracing and logs"): OpenTelemetry, off by default
+    tracing: Literal["none", "otlp", "console"] = Field(
+        "none",
+        description="Span exporter: none (off: no spans, no trace headers), otlp (OTLP/HTTP "
+        "to SIGFLOW_OTLP_ENDPOINT), console (one JSON span per line on stdout).",
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces (unset: the "
+        "OTEL_EXPORTER_OTLP_* env vars, else http://localhost:4318/v1/traces).",
+    )
+    tracing_service_name: str = Field(
+        "sigflow", description="service.name prefix; each role adds its name (sigflow-sink)."
+    )
+    tracing_sample_ratio: float = Field(
+        1.0, ge=0, le=1, description="Share of new traces recorded (children follow parents)."
+    )
+
     # Deployment: health server and start-up
     metrics_host: str = Field(
         "127.0.0.1", description="Address the metrics/health server binds to (0.0.0.0 in a pod)."

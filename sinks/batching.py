@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,13 +24,17 @@ class Batch:
     rows: list[Any] = field(default_factory=list)
     first_offset: int = -1
     last_offset: int = -1
+    links: list[Any] = field(default_factory=list)  # trace links to the records' producers
 
-    def extend(self, first_offset: int, last_offset: int, rows: list[Any]) -> None:
+    def extend(
+        self, first_offset: int, last_offset: int, rows: list[Any], links: Sequence[Any] = ()
+    ) -> None:
         """Record offsets `first..last` as consumed, keeping the rows that were valid."""
         if self.first_offset < 0:
             self.first_offset = first_offset
         self.last_offset = last_offset
         self.rows.extend(rows)
+        self.links.extend(links)
 
 
 def dedup_token(batches: list[Batch]) -> str:
@@ -52,13 +57,20 @@ class BatchingSink(ABC):
         self._oldest: float | None = None
 
     def add(
-        self, topic: str, partition: int, first_offset: int, last_offset: int, rows: list[Any]
+        self,
+        topic: str,
+        partition: int,
+        first_offset: int,
+        last_offset: int,
+        rows: list[Any],
+        links: Sequence[Any] = (),
     ) -> None:
-        """Buffer consumed records `first..last` of a partition and their valid rows."""
+        """Buffer consumed records `first..last` of a partition and their valid rows
+        (`links`: trace links to the records' producers, when tracing is on)."""
         batch = self._batches.get((topic, partition))
         if batch is None:
             batch = self._batches[(topic, partition)] = Batch(topic, partition)
-        batch.extend(first_offset, last_offset, rows)
+        batch.extend(first_offset, last_offset, rows, links)
         self._rows += len(rows)
         if self._oldest is None:
             self._oldest = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,10 +25,12 @@ from schemas.events import (
     Trade,
 )
 from schemas.topics import TOPICS
+from sigflow import tracing
 from sinks import metrics
 from sinks.batching import Batch, BatchingSink, dedup_token
 from sinks.exceptions import SinkError
 
+log = logging.getLogger(__name__)
 Columns = list[list[Any]]
 
 
@@ -118,16 +121,38 @@ class ClickHouseSink(BatchingSink):
         if not rows:
             return
         started = time.perf_counter()
-        try:
-            await self.client.insert(
-                f"{self.database}.{route.table}",
-                columns,
-                column_names=list(route.columns),
-                column_oriented=True,
-                settings={"insert_deduplication_token": dedup_token(batches)},
+        with tracing.span(
+            f"clickhouse insert {route.table}",
+            kind=tracing.SpanKind.CLIENT,
+            links=tracing.distinct_links(link for batch in batches for link in batch.links),
+            attributes={
+                "db.system": "clickhouse",
+                "db.collection.name": f"{self.database}.{route.table}",
+                "db.operation.name": "INSERT",
+                "messaging.destination.name": topic,
+                "sigflow.rows": rows,
+            },
+        ):
+            try:
+                await self.client.insert(
+                    f"{self.database}.{route.table}",
+                    columns,
+                    column_names=list(route.columns),
+                    column_oriented=True,
+                    settings={"insert_deduplication_token": dedup_token(batches)},
+                )
+            except (ClickHouseError, OSError) as exc:
+                raise SinkError(f"insert into {route.table} failed: {exc}") from exc
+            log.info(
+                "rows written",
+                extra={
+                    "topic": topic,
+                    "table": route.table,
+                    "rows": rows,
+                    "partitions": sorted(batch.partition for batch in batches),
+                    "offsets": {str(b.partition): [b.first_offset, b.last_offset] for b in batches},
+                },
             )
-        except (ClickHouseError, OSError) as exc:
-            raise SinkError(f"insert into {route.table} failed: {exc}") from exc
         metrics.INSERT_SECONDS.labels(route.table).observe(time.perf_counter() - started)
         metrics.ROWS_WRITTEN.labels(route.table).inc(rows)
         metrics.BATCH_ROWS.labels(route.table).observe(rows)

@@ -19,6 +19,7 @@ from aiokafka.structs import ConsumerRecord
 
 from schemas.dead_letters import reject_element, reject_record
 from schemas.exceptions import SchemaError
+from sigflow import tracing
 from sigflow.kafka import create_producer, start_kafka_client
 from sigflow.kafka_security import kafka_client_options
 from sigflow.settings import Settings
@@ -149,8 +150,19 @@ class SinkRunner:
                 else:
                     rows.append(route.codec.decode(record.value))
             except SchemaError as exc:
+                log.warning(
+                    "record rejected to the dlq",
+                    extra={
+                        "topic": record.topic,
+                        "partition": record.partition,
+                        "offset": record.offset,
+                        "key": record.key,
+                        "reason": exc.reason,
+                    },
+                )
                 await self._dead_letter(reject_record(record, exc.reason, "schema", "sink"))
-        self.sink.add(first.topic, first.partition, first.offset, records[-1].offset, rows)
+        links = tracing.links(r.headers for r in records) if tracing.enabled() else ()
+        self.sink.add(first.topic, first.partition, first.offset, records[-1].offset, rows, links)
 
     async def _dead_letter(self, record: tuple[bytes, bytes]) -> None:
         metrics.DEAD_LETTERS.inc()

@@ -89,6 +89,13 @@ class BackgroundProcess:
         pid, argv = recorded
         return pid if self._is_alive(pid) and self._runs(pid, argv) else None
 
+    @property
+    def exit_code(self) -> int | None:
+        """Exit status of the process this object started, once `stop()` returned or it
+        was seen gone (negative: killed by that signal); None while it runs or when
+        another process started it."""
+        return self._exit_status
+
     def is_running(self) -> bool:
         """True when the recorded pid is alive and still runs the recorded command."""
         return self.pid is not None
@@ -140,6 +147,7 @@ class BackgroundProcess:
             self._signal(pid, signal.SIGKILL)
             if not self._wait_gone(pid, _KILL_GRACE_SECONDS):
                 raise StackError(f"{self.name} (pid {pid}) survived SIGKILL")
+        self._wait_reaped(pid, _KILL_GRACE_SECONDS)
         self.pid_file.unlink(missing_ok=True)
         return True
 
@@ -276,6 +284,15 @@ class BackgroundProcess:
                 os.killpg(pid, signum)
             else:
                 os.kill(pid, signum)
+
+    def _wait_reaped(self, pid: int, timeout: float) -> None:
+        """Collect our child's exit status: its main thread shows as a zombie while other
+        threads are still exiting, and it cannot be reaped until they are gone."""
+        deadline = time.monotonic() + timeout
+        while pid == self._child_pid and time.monotonic() < deadline:
+            self._reap(pid)
+            if pid == self._child_pid:
+                time.sleep(_POLL_SECONDS)
 
     def _wait_gone(self, pid: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.dead_letters import reject_record
 from schemas.events import Alert, PendingDelivery
+from sigflow import tracing
 from sigflow.kafka import create_producer
 from sigflow.kafka_security import kafka_client_options
 from sigflow.settings import Settings
@@ -192,7 +193,10 @@ class WebhookDispatcher:
                 self.offsets.skip(key, record.offset)
                 continue
             self.offsets.start(key, record.offset)
-            task = asyncio.create_task(self._deliver_record(key, record.offset, deliveries))
+            # With tracing on: each attempt is a child of the alert's context, which a
+            # retry record carries on (tracing off: None, no header is read).
+            trace = tracing.extract(record.headers) if tracing.enabled() else None
+            task = asyncio.create_task(self._deliver_record(key, record.offset, deliveries, trace))
             self._tasks[task] = key
             task.add_done_callback(self._task_done)
 
@@ -240,11 +244,15 @@ class WebhookDispatcher:
     # ---- delivering -----------------------------------------------------------------
 
     async def _deliver_record(
-        self, key: Partition, offset: int, deliveries: list[PendingDelivery]
+        self,
+        key: Partition,
+        offset: int,
+        deliveries: list[PendingDelivery],
+        trace: tracing.Context | None = None,
     ) -> None:
         async with asyncio.TaskGroup() as group:
             for delivery in deliveries:
-                group.create_task(self._deliver(delivery))
+                group.create_task(self._deliver(delivery, trace))
         self.offsets.finish(key, offset)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -255,34 +263,53 @@ class WebhookDispatcher:
         log.error("delivery task failed; stopping", exc_info=self._failure)
         self.stop()
 
-    async def _deliver(self, delivery: PendingDelivery) -> None:
+    async def _deliver(
+        self, delivery: PendingDelivery, trace: tracing.Context | None = None
+    ) -> None:
         subscription = self.subscriptions.get(delivery.subscription_id)
         if subscription is None or not subscription.enabled:
             reason = "subscription removed" if subscription is None else "subscription disabled"
             metrics.DELIVERIES.labels("failed").inc()
-            await self._give_up(delivery, AttemptResult(None, reason, 0.0))
+            await self._give_up(delivery, AttemptResult(None, reason, 0.0), trace)
             return
         endpoint = subscription.endpoint
         if self.limits.waiting(endpoint) >= self.settings.webhook_endpoint_backlog:
             metrics.DELIVERIES.labels("deferred").inc()
-            await self._defer(delivery)
+            await self._defer(delivery, trace)
             return
         assert self._sender is not None
         async with self.limits.slot(endpoint):
-            result = await self._sender.send(subscription, delivery)
+            with tracing.span(
+                "webhook attempt",
+                kind=tracing.SpanKind.CLIENT,
+                parent=trace,
+                attributes={
+                    "sigflow.webhook_id": delivery.webhook_id,
+                    "sigflow.subscription_id": delivery.subscription_id,
+                    "sigflow.alert_id": delivery.alert.alert_id,
+                    "sigflow.attempt": delivery.attempt,
+                },
+            ) as attempt:
+                result = await self._sender.send(subscription, delivery)
+                if attempt is not None:
+                    attempt.set_attribute("http.response.status_code", result.status_code or 0)
+                    if result.error:
+                        attempt.set_attribute("error.type", result.error)
         metrics.ATTEMPT_SECONDS.observe(result.latency_seconds)
         decision = decide(result, delivery.attempt, delivery.last_attempt)
         metrics.DELIVERIES.labels(decision).inc()
         if decision == "delivered":
             await self._record(delivery, "delivered", result)
         elif decision == "retry":
-            await self._schedule_retry(delivery, result)
+            await self._schedule_retry(delivery, result, trace)
         else:
             if decision == "disable":
                 await self._disable(subscription, result)
-            await self._give_up(delivery, result)
+            await self._give_up(delivery, result, trace)
 
-    async def _schedule_retry(self, delivery: PendingDelivery, result: AttemptResult) -> None:
+    async def _schedule_retry(
+        self, delivery: PendingDelivery, result: AttemptResult, trace: tracing.Context | None
+    ) -> None:
         due = _now_ms() + int(
             self.backoff.delay(delivery.attempt, result.retry_after_seconds) * 1000
         )
@@ -294,15 +321,15 @@ class WebhookDispatcher:
                 "last_error": result.error,
             }
         )
-        await self._produce(self.retry_topic, retry)
+        await self._produce(self.retry_topic, retry, trace)
         metrics.RETRIES_SCHEDULED.inc()
         await self._record(delivery, "retrying", result, next_retry_at_ms=due)
 
-    async def _defer(self, delivery: PendingDelivery) -> None:
+    async def _defer(self, delivery: PendingDelivery, trace: tracing.Context | None) -> None:
         """Endpoint backlog full: park this attempt on the retry topic without using it."""
         due = _now_ms() + int(self.settings.webhook_backoff_base_seconds * 1000)
         deferred = delivery.model_copy(update={"due_at": due})
-        await self._produce(self.retry_topic, deferred)
+        await self._produce(self.retry_topic, deferred, trace)
         await self._durably(
             "record a deferral",
             lambda: self._deliveries.record(
@@ -310,11 +337,13 @@ class WebhookDispatcher:
             ),
         )
 
-    async def _give_up(self, delivery: PendingDelivery, result: AttemptResult) -> None:
+    async def _give_up(
+        self, delivery: PendingDelivery, result: AttemptResult, trace: tracing.Context | None
+    ) -> None:
         dead = delivery.model_copy(
             update={"last_status_code": result.status_code, "last_error": result.error}
         )
-        await self._produce(self.dead_letter_topic, dead)
+        await self._produce(self.dead_letter_topic, dead, trace)
         await self._record(delivery, "failed", result)
         log.warning(
             "webhook delivery failed for good",
@@ -364,10 +393,14 @@ class WebhookDispatcher:
             ),
         )
 
-    async def _produce(self, topic: str, delivery: PendingDelivery) -> None:
+    async def _produce(
+        self, topic: str, delivery: PendingDelivery, trace: tracing.Context | None = None
+    ) -> None:
         value, key = delivery.model_dump_json().encode(), delivery.webhook_id.encode()
+        headers = tracing.inject(trace) if trace is not None else None
         await self._durably(
-            f"produce to {topic}", lambda: self.producer.send_and_wait(topic, value, key=key)
+            f"produce to {topic}",
+            lambda: self.producer.send_and_wait(topic, value, key=key, headers=headers),
         )
 
     async def _durably(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
