@@ -20,10 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
-from itertools import count
 from typing import Any
-
-from aiokafka.partitioner import murmur2
 
 from processors.anomalies.findings import Finding, anomaly_record
 from processors.anomalies.market import SeriesDetectors
@@ -33,6 +30,7 @@ from processors.anomalies.stale_feed import FeedClock
 from processors.candles import CandleBuilder, ClosedCandle, Ladder, LateTrade, TradeColumns
 from processors.exceptions import CandleStateError
 from processors.indicators import IndicatorSet
+from processors.placement import partition_key
 from processors.signals import FiredSignal, SignalEngine, load_rules
 from schemas.codec import RejectedElement, codec_for
 from schemas.dead_letters import reject_element, reject_record
@@ -92,15 +90,7 @@ def feed_clock_key(partition: int, partitions: int | None) -> bytes:
     changelog is co-partitioned with the trades it watches and moves with them on a
     rebalance. In-process (benchmarks, tests) placement does not matter: pass None.
     """
-    if partitions is None:
-        return f"__feeds__:{partition}".encode()
-    if not 0 <= partition < partitions:
-        raise ValueError(f"partition {partition} outside 0..{partitions - 1}")
-    for attempt in count():
-        key = f"__feeds__:{partition}:{attempt}".encode()
-        if (murmur2(key) & 0x7FFFFFFF) % partitions == partition:
-            return key
-    raise AssertionError("unreachable")  # pragma: no cover
+    return partition_key("__feeds__", partition, partitions)
 
 
 class CandleStream:

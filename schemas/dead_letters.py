@@ -67,16 +67,7 @@ def reject_record(
     record: ConsumedRecord, reason: str, kind: str, component: str
 ) -> tuple[bytes, bytes]:
     """The `dlq` key and value for a consumed record that `component` rejected."""
-    return dead_letter_record(
-        source_topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=record.value,
-        reason=reason,
-        kind=kind,
-        component=component,
-    )
+    return reject_element(record, RejectedElement(record.value or b"", reason), kind, component)
 
 
 def reject_element(
