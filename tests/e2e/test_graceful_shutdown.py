@@ -146,7 +146,7 @@ async def test_sigterm_mid_stream_stops_the_processor_cleanly_and_candles_come_o
     settings = pipeline_settings
     db = settings.clickhouse_database
     trades = known_trades()
-    expected = expected_candles(trades)
+    expected = expected_candles(trades, settings)
     roles.start("sink")
     processor = roles.start("process")
     async with steady_stream(settings, trades) as stream:
