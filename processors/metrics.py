@@ -16,11 +16,14 @@ REPLAYED_SKIPPED = Counter(
     "Records skipped because state had already folded them in (re-read after a restart).",
 )
 BATCH_SECONDS = Histogram(
-    "sigflow_processor_batch_seconds", "Time to process one micro-batch of trades."
+    "sigflow_processor_batch_seconds",
+    "Time to process, publish and flush one micro-batch, per stream.",
+    ["stream"],
 )
 BATCH_SIZE = Histogram(
     "sigflow_processor_batch_records",
-    "Records per micro-batch.",
+    "Records per micro-batch, per stream (what had arrived when the agent was free).",
+    ["stream"],
     buckets=(1, 10, 100, 500, 1_000, 2_000, 5_000, 10_000),
 )
 

@@ -214,10 +214,9 @@ class Settings(BaseSettings):
         None, description="TOML file of signal rules (empty: the packaged defaults)."
     )
     processor_batch_size: int = Field(
-        2_000, ge=1, description="Trades the processor takes per micro-batch."
-    )
-    processor_batch_seconds: float = Field(
-        0.2, gt=0, description="Longest wait to fill a processor micro-batch."
+        2_000,
+        ge=1,
+        description="Most records in one processor micro-batch (it takes what has arrived).",
     )
     processor_app_id: str = Field("sigflow-processor", description="Faust app id (consumer group).")
 

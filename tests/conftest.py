@@ -67,7 +67,6 @@ def pipeline_settings(kafka_bootstrap: str, clickhouse_url: str, tmp_path: Path)
         sink_group_id=f"sink-{run}",
         data_dir=tmp_path / "data",
         sink_flush_seconds=0.3,
-        processor_batch_seconds=0.1,
         log_json=False,
     )
 

@@ -236,7 +236,6 @@ async def test_processor_and_sink_roles_run_over_sasl_ssl_with_a_secret_file(
         clickhouse_url=clickhouse_url,
         secrets_dir=secrets,
         kafka_sasl_password=None,  # the file provides it
-        processor_batch_seconds=0.1,
         sink_flush_seconds=0.3,
     )
     assert settings.kafka_sasl_password.get_secret_value() == PASSWORD
