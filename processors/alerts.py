@@ -16,9 +16,7 @@ state (`Cooldowns`, a dict of last firing times) in a Faust table.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -26,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from processors.candles import INTERVAL_UNITS_MS
 from processors.exceptions import AlertRuleError
+from processors.rules_files import parse_toml, read_rules
 from schemas.codec import codec_for
 from schemas.events import SEVERITY_RANK, Alert, AnomalyKind, Severity
 
@@ -123,10 +122,7 @@ class Decision:
 
 def parse_alert_rules(text: str, *, source: str = "<string>") -> list[AlertRule]:
     """Rules from the text of a rules file, in file order; `source` names it in errors."""
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise AlertRuleError(f"{source}: not valid TOML: {exc}") from exc
+    document = parse_toml(text, source=source, error=AlertRuleError)
     extra = sorted(set(document) - {"rules"})
     if extra:
         raise AlertRuleError(f"{source}: unknown top-level key(s) {extra}; expected [[rules]]")
@@ -156,16 +152,10 @@ def parse_alert_rules(text: str, *, source: str = "<string>") -> list[AlertRule]
 
 def load_alert_rules(path: Path | None = None) -> list[AlertRule]:
     """Rules from a TOML file, or the packaged defaults when `path` is None."""
-    if path is None:
-        resource = resources.files("processors").joinpath(DEFAULT_RULES_RESOURCE)
-        return parse_alert_rules(
-            resource.read_text(encoding="utf-8"), source=f"processors/{DEFAULT_RULES_RESOURCE}"
-        )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AlertRuleError(f"{path}: cannot read the alert rules file: {exc}") from exc
-    return parse_alert_rules(text, source=str(path))
+    file = read_rules(
+        path, default=DEFAULT_RULES_RESOURCE, error=AlertRuleError, what="alert rules"
+    )
+    return parse_alert_rules(file.text, source=file.source)
 
 
 class AlertEngine:

@@ -20,16 +20,15 @@ than that (the same bounded-lateness bargain as the candles').
 
 from __future__ import annotations
 
-import tomllib
 from bisect import bisect_right, insort
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from processors.exceptions import TokenPricesError
+from processors.rules_files import packaged_rules, parse_toml, read_rules
 
 DEFAULT_PRICES_RESOURCE = "token_prices.toml"
 AssetName = str
@@ -116,16 +115,13 @@ def _merge(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 
 
 def _default_document() -> dict[str, Any]:
-    text = resources.files("processors").joinpath(DEFAULT_PRICES_RESOURCE).read_text("utf-8")
-    return tomllib.loads(text)
+    default = packaged_rules(DEFAULT_PRICES_RESOURCE)
+    return parse_toml(default.text, source=default.source, error=TokenPricesError)
 
 
 def parse_token_prices(text: str, *, source: str = "<string>") -> TokenPrices:
     """The pricing file's text, completed with the packaged defaults."""
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise TokenPricesError(f"{source}: not valid TOML: {exc}") from exc
+    document = parse_toml(text, source=source, error=TokenPricesError)
     try:
         return TokenPrices.model_validate(_merge(_default_document(), document))
     except ValidationError as exc:
@@ -140,13 +136,10 @@ def parse_token_prices(text: str, *, source: str = "<string>") -> TokenPrices:
 
 def load_token_prices(path: Path | None = None) -> TokenPrices:
     """The pricing file at `path`, or the packaged defaults when None."""
-    if path is None:
-        return TokenPrices.model_validate(_default_document())
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TokenPricesError(f"{path}: cannot read the token pricing file: {exc}") from exc
-    return parse_token_prices(text, source=str(path))
+    file = read_rules(
+        path, default=DEFAULT_PRICES_RESOURCE, error=TokenPricesError, what="token pricing"
+    )
+    return parse_token_prices(file.text, source=file.source)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,10 +39,8 @@ from __future__ import annotations
 import math
 import string
 import sys
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeAlias
 
@@ -50,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from processors.exceptions import IndicatorInputError, SignalRuleError
 from processors.indicators import INDICATOR_NAMES
+from processors.rules_files import parse_toml, read_rules
 
 DEFAULT_RULES_RESOURCE = "signal_rules.toml"
 
@@ -326,10 +325,7 @@ def _reasons(exc: ValidationError) -> str:
 
 def parse_rules(text: str, *, source: str = "<string>") -> list[SignalRule]:
     """Rules from the text of a rules file, in file order; `source` names it in errors."""
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SignalRuleError(f"{source}: not valid TOML: {exc}") from exc
+    document = parse_toml(text, source=source, error=SignalRuleError)
     extra = sorted(set(document) - {"rules"})
     if extra:
         raise SignalRuleError(f"{source}: unknown top-level key(s) {extra}; expected [[rules]]")
@@ -366,16 +362,8 @@ def parse_rules(text: str, *, source: str = "<string>") -> list[SignalRule]:
 
 def load_rules(path: Path | None = None) -> list[SignalRule]:
     """Rules from a TOML file, or the defaults shipped in this package when `path` is None."""
-    if path is None:
-        resource = resources.files("processors").joinpath(DEFAULT_RULES_RESOURCE)
-        return parse_rules(
-            resource.read_text(encoding="utf-8"), source=f"processors/{DEFAULT_RULES_RESOURCE}"
-        )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SignalRuleError(f"{path}: cannot read the rules file: {exc}") from exc
-    return parse_rules(text, source=str(path))
+    file = read_rules(path, default=DEFAULT_RULES_RESOURCE, error=SignalRuleError, what="rules")
+    return parse_rules(file.text, source=file.source)
 
 
 class SignalEngine:

@@ -7,14 +7,13 @@ to the packaged values field by field, so a user's file only names what it chang
 
 from __future__ import annotations
 
-import tomllib
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from processors.exceptions import AnomalyRuleError
+from processors.rules_files import packaged_rules, parse_toml, read_rules
 from schemas.events import Severity
 
 DEFAULT_RULES_RESOURCE = "anomaly_rules.toml"
@@ -147,16 +146,13 @@ def _merge(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 
 
 def _default_document() -> dict[str, Any]:
-    text = resources.files("processors").joinpath(DEFAULT_RULES_RESOURCE).read_text("utf-8")
-    return tomllib.loads(text)
+    default = packaged_rules(DEFAULT_RULES_RESOURCE)
+    return parse_toml(default.text, source=default.source, error=AnomalyRuleError)
 
 
 def parse_anomaly_rules(text: str, *, source: str = "<string>") -> AnomalyRules:
     """Rules from the text of a rules file, completed with the packaged defaults."""
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise AnomalyRuleError(f"{source}: not valid TOML: {exc}") from exc
+    document = parse_toml(text, source=source, error=AnomalyRuleError)
     try:
         return AnomalyRules.model_validate(_merge(_default_document(), document))
     except ValidationError as exc:
@@ -165,10 +161,7 @@ def parse_anomaly_rules(text: str, *, source: str = "<string>") -> AnomalyRules:
 
 def load_anomaly_rules(path: Path | None = None) -> AnomalyRules:
     """Rules from a TOML file, or the packaged defaults when `path` is None."""
-    if path is None:
-        return AnomalyRules.model_validate(_default_document())
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AnomalyRuleError(f"{path}: cannot read the anomaly rules file: {exc}") from exc
-    return parse_anomaly_rules(text, source=str(path))
+    file = read_rules(
+        path, default=DEFAULT_RULES_RESOURCE, error=AnomalyRuleError, what="anomaly rules"
+    )
+    return parse_anomaly_rules(file.text, source=file.source)
