@@ -12,7 +12,7 @@ the processor's rule (`closing_trades`). The latency of the window's candle (or 
 signal fired on it) is the wall-clock time (`time.time()`, one host) at which the
 subscriber's `getmany` returned that record, minus the wall-clock time the closing trade
 was handed to the producer. It therefore contains the linger, the produce, the worker's
-fetch, the wait for the agent to be free (it takes what has arrived), processing, output send and
+fetch, its micro-batch wait (`processor_batch_seconds`), processing, output send and
 flush, and the subscriber's fetch. The worker first gets the first trade alone (so its
 start-up is not timed); windows closed in the first `WARMUP_SECONDS` of the pace are
 left out.
@@ -362,6 +362,7 @@ def run(options: BenchOptions) -> BenchResult:
             "candle_p50_ms": f"{_ms(candle, 0.5):.1f}",
             "candle_p99_ms": f"{_ms(candle, 0.99):.1f}",
             "linger_ms": DEFAULTS.ingest_linger_ms,
+            "batch_seconds": DEFAULTS.processor_batch_seconds,
         },
         extra={
             "candle_p50_ms": round(_ms(candle, 0.5), 3),

@@ -166,7 +166,7 @@ def run(options: BenchOptions) -> BenchResult:
         bench=NAME,
         unit="trades/s",
         sigflow=Measurement(
-            "processors.app worker: ready micro-batches of "
+            "processors.app worker: take_events micro-batches of "
             f"{DEFAULTS.ingest_batch_trades}-trade records → candles, indicators, signals",
             measured["rates"]["sigflow"],
         ),

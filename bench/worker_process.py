@@ -33,7 +33,7 @@ def write_state(path: Path, state: dict[str, float]) -> None:
 class DrainSensor(Sensor):
     """Notes the first record the agent gets and when all input up to `ends` is acked.
 
-    Faust acks a record once the agent is done with it (for `ready_batches`, after the
+    Faust acks a record once the agent is done with it (for `take_events`, after the
     whole micro-batch, its sends and its flush), so `drained` is the end of processing.
     """
 

@@ -216,7 +216,12 @@ class Settings(BaseSettings):
     processor_batch_size: int = Field(
         2_000,
         ge=1,
-        description="Most records in one processor micro-batch (it takes what has arrived).",
+        description="Most records in one processor micro-batch.",
+    )
+    processor_batch_seconds: float = Field(
+        0.01,
+        gt=0,
+        description="Longest a processor micro-batch waits to fill (the latency it adds).",
     )
     processor_app_id: str = Field("sigflow-processor", description="Faust app id (consumer group).")
 
