@@ -24,10 +24,10 @@ never consumed its own repartitioned records, so it is not used.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import faust
@@ -294,6 +294,9 @@ class AgentRunner:
         self.app = app
         self.settings = settings
         self.known_changelogs: set[str] = set()
+        self.topics = cache(
+            lambda name: app.topic(name, key_serializer="raw", value_serializer="raw")
+        )
 
     def table(self, name: str) -> Any:
         """A state table keyed by the raw record key and placed by the producer's
@@ -320,36 +323,23 @@ class AgentRunner:
             async for events in micro_batches(batches, name):
                 started = time.perf_counter()
                 result = step(raw_records(events))
-                deliveries = await self.publish(result.outputs)
+                await self.publish(result.outputs)
                 if table is not None:
                     await self.store(table, result.states)
                 await self.app.producer.flush()
-                await asyncio.gather(*deliveries)  # a failed send fails the batch: no ack
                 self.observe(name, events, started)
 
         self.app.agent(source, name=f"sigflow.{name}")(agent)
 
-    async def publish(self, outputs: list[Output]) -> list[asyncio.Future[Any]]:
-        """Hand every output record to the producer; their delivery futures.
-
-        Straight to Faust's aiokafka producer: `Topic.send` wraps each record in Faust's
-        own future, callbacks and sensors, which cost more than the candle math once a
-        batch closes thousands of 1 s candles. Records go to the same partitions (the
-        default murmur2 partitioner) and the same flush covers them.
-        """
-        kafka = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
-        deliveries = []
+    async def publish(self, outputs: list[Output]) -> None:
+        """Send every output record through Faust (to every partition when `broadcast`)."""
         for output in outputs:
             partitions = range(self.settings.topic_partitions) if output.broadcast else (None,)
+            topic = self.topics(output.topic)
             for key, value in output.records:
                 headers = tracing.output_headers(key)
                 for partition in partitions:
-                    deliveries.append(
-                        await kafka.send(
-                            output.topic, value, key=key, partition=partition, headers=headers
-                        )
-                    )
-        return deliveries
+                    await topic.send(key=key, value=value, partition=partition, headers=headers)
 
     async def store(self, table: Any, states: dict[bytes, Any]) -> None:
         """Write new state before the flush that precedes the ack: a rebalance that
