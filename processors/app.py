@@ -191,9 +191,6 @@ def create_app(settings: Settings) -> faust.App:
         datadir=str(settings.data_dir / "processor"),
     )
 
-    def raw_topic(*names: str, **options: Any) -> Any:
-        return app.topic(*names, key_serializer="raw", value_serializer="raw", **options)
-
     candles = settings.topic("candles")
     indicators = settings.topic("indicators")
     signals = settings.topic("signals")
@@ -201,7 +198,6 @@ def create_app(settings: Settings) -> faust.App:
     alerts = settings.topic("alerts")
     dlq = settings.topic("dlq")
     by_symbol = by_symbol_topic(settings)
-    alert_sources = raw_topic(settings.topic("signals"), settings.topic("anomalies"))
 
     anomaly_rules = load_anomaly_rules(settings.anomaly_rules)
     candle_logic = CandleStream(
@@ -274,10 +270,10 @@ def create_app(settings: Settings) -> faust.App:
             [Output(alerts, result.alerts), Output(dlq, result.dead_letters)], result.states
         )
 
-    agents.add("trades", raw_topic(settings.topic("trades")), build_candles, candle_state)
-    agents.add("cross", raw_topic(by_symbol), compare_exchanges, cross_state)
-    agents.add("alerts", alert_sources, raise_alerts, alert_state)
-    add_onchain_agents(settings, anomaly_rules, raw_topic, agents)
+    agents.add("trades", [settings.topic("trades")], build_candles, candle_state)
+    agents.add("cross", [by_symbol], compare_exchanges, cross_state)
+    agents.add("alerts", [signals, anomalies], raise_alerts, alert_state)
+    add_onchain_agents(settings, anomaly_rules, agents)
     return app
 
 
@@ -287,16 +283,13 @@ def count_anomalies(kinds: Mapping[str, int]) -> None:
 
 
 class AgentRunner:
-    """Registers the app's agents, all one loop: take a ready micro-batch, run its pure
-    step, publish the outputs, store the state, flush, then let the batch be acked."""
+    """Registers the app's agents, all one loop: take a micro-batch, run its pure step,
+    publish the outputs, store the state, flush, then let the batch be acked."""
 
     def __init__(self, app: faust.App, settings: Settings) -> None:
         self.app = app
         self.settings = settings
         self.known_changelogs: set[str] = set()
-        self.topics = cache(
-            lambda name: app.topic(name, key_serializer="raw", value_serializer="raw")
-        )
 
     def table(self, name: str) -> Any:
         """A state table keyed by the raw record key and placed by the producer's
@@ -310,11 +303,20 @@ class AgentRunner:
             partitions=self.settings.topic_partitions,
         )
 
+    @cache  # noqa: B019 - one runner per app, and one Faust topic per name
+    def topic(self, *names: str) -> Any:
+        """The app's topic over `names`, records as raw bytes."""
+        return self.app.topic(*names, key_serializer="raw", value_serializer="raw")
+
     def add(
-        self, name: str, source: Any, step: Callable[[list[RawRecord]], Step], table: Any = None
+        self,
+        name: str,
+        sources: list[str],
+        step: Callable[[list[RawRecord]], Step],
+        table: Any = None,
     ) -> None:
-        """Add the agent `name` on `source`, whose batches go through `step` (and whose
-        state, if any, lives in `table`)."""
+        """Add the agent `name` on the topics `sources`, whose batches go through `step`
+        (and whose state, if any, lives in `table`)."""
 
         async def agent(stream: Any) -> None:
             batches = stream.take_events(
@@ -329,13 +331,13 @@ class AgentRunner:
                 await self.app.producer.flush()
                 self.observe(name, events, started)
 
-        self.app.agent(source, name=f"sigflow.{name}")(agent)
+        self.app.agent(self.topic(*sources), name=f"sigflow.{name}")(agent)
 
     async def publish(self, outputs: list[Output]) -> None:
         """Send every output record through Faust (to every partition when `broadcast`)."""
         for output in outputs:
             partitions = range(self.settings.topic_partitions) if output.broadcast else (None,)
-            topic = self.topics(output.topic)
+            topic = self.topic(output.topic)
             for key, value in output.records:
                 headers = tracing.output_headers(key)
                 for partition in partitions:
@@ -382,7 +384,6 @@ class AgentRunner:
 def add_onchain_agents(
     settings: Settings,
     anomaly_rules: AnomalyRules,
-    raw_topic: Callable[..., Any],
     agents: AgentRunner,
 ) -> None:
     """candles -> prices broadcast; onchain.* + prices -> on-chain anomalies."""
@@ -426,5 +427,5 @@ def add_onchain_agents(
             [Output(anomalies, result.anomalies), Output(dlq, result.dead_letters)], result.states
         )
 
-    agents.add("prices", raw_topic(candles), broadcast_prices)
-    agents.add("onchain", raw_topic(*sources), watch_chains, onchain_state)
+    agents.add("prices", [candles], broadcast_prices)
+    agents.add("onchain", list(sources), watch_chains, onchain_state)

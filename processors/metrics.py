@@ -22,7 +22,7 @@ BATCH_SECONDS = Histogram(
 )
 BATCH_SIZE = Histogram(
     "sigflow_processor_batch_records",
-    "Records per micro-batch, per stream (what had arrived when the agent was free).",
+    "Records per micro-batch, per stream.",
     ["stream"],
     buckets=(1, 10, 100, 500, 1_000, 2_000, 5_000, 10_000),
 )
