@@ -78,8 +78,8 @@ def main(argv: list[str]) -> None:
 
         from processors.app import create_app, ensure_processor_topics
 
-        asyncio.run(ensure_processor_topics(settings))  # as `sigflow process` does
         app = create_app(settings)
+        asyncio.run(ensure_processor_topics(settings, app))  # as `sigflow process` does
     elif kind == "naive":
         from bench.naive_agent import create_naive_app
 

@@ -14,8 +14,10 @@ pure step over them and keeps its state in a changelogged table:
   partition of `<app id>-asset-prices`; onchain.blocks + onchain.transfers + those
   prices -> `OnchainStream`: gas-spike, reorg and whale-transfer anomalies.
 
-Guarantee: at-least-once delivery from Faust, made effectively-once for state by the
-last-offset check each stream keeps per key, and for output by deterministic records
+Guarantee: at-least-once delivery from Faust, completed where it skips records by the
+input offsets kept in state (`input_positions.py`), made effectively-once for state by
+those offsets and the last-offset check each stream keeps per key, and for output by
+deterministic records
 (natural keys, deterministic anomaly and alert ids), which the ClickHouse sink and
 webhook receivers deduplicate. Each batch's outputs and changelog are flushed before
 its offsets can be acked. Faust's `exactly_once` mode was tried against Kafka 4.4 and
@@ -31,19 +33,22 @@ from functools import cache
 from typing import Any
 
 import faust
+import mode
 from aiokafka.admin import NewTopic
 from faust.auth import Credentials
 
-from processors import metrics
+from processors import faust_transport, metrics
 from processors.alert_stream import AlertStream
 from processors.alerts import AlertEngine, load_alert_rules
 from processors.anomalies.rules import AnomalyRules, load_anomaly_rules
 from processors.candle_stream import CandleStream, RawRecord
 from processors.cross_stream import CrossStream
 from processors.exceptions import TokenPricesError
+from processors.input_positions import InputPositions
 from processors.onchain_stream import OnchainStream, PriceFeed, Source
 from processors.pricing import load_token_prices
 from processors.signals import SignalEngine, load_rules
+from processors.state_table import KeyPartitionedTable
 from schemas.topics import DAY_MS
 from sigflow import tracing
 from sigflow.kafka import ensure_topics
@@ -52,8 +57,9 @@ from sigflow.settings import Settings
 
 
 def faust_broker_url(bootstrap: str) -> str:
-    """Faust's broker URL list for a Kafka bootstrap string."""
-    return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(","))
+    """Faust's broker URL list for a Kafka bootstrap string, on sigflow's transport
+    (`processors.faust_transport`)."""
+    return ";".join(f"{faust_transport.SCHEME}://{host.strip()}" for host in bootstrap.split(","))
 
 
 def faust_credentials(settings: Settings) -> Credentials | None:
@@ -84,12 +90,15 @@ def prices_topic(settings: Settings) -> str:
     return f"{settings.processor_app_id}-asset-prices"
 
 
-def internal_topics(settings: Settings) -> list[NewTopic]:
+def internal_topics(settings: Settings, app: faust.App) -> list[NewTopic]:
     """Internal topics that must exist with `topic_partitions` partitions before the worker
-    starts: the broker would auto-create them with one partition on first use, the asset
-    prices must be co-partitioned with the on-chain topics, and candles by symbol spread
-    the cross-exchange work over the partitions."""
-    return [
+    starts: the asset prices must be co-partitioned with the on-chain topics, candles by
+    symbol spread the cross-exchange work over the partitions, and each table's changelog
+    must match its input's partitions. Left to be created on first use, a topic came out
+    wrong: the broker auto-creates one partition, and Faust declared the changelogs only
+    once the worker was already consuming, after its first assignment had left them out.
+    """
+    streams = [
         NewTopic(
             name=name,
             num_partitions=settings.topic_partitions,
@@ -98,12 +107,21 @@ def internal_topics(settings: Settings) -> list[NewTopic]:
         )
         for name in (prices_topic(settings), by_symbol_topic(settings))
     ]
+    changelogs = [
+        NewTopic(
+            name=table.changelog_topic.get_topic_name(),
+            num_partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication,
+            topic_configs={"cleanup.policy": "compact"},  # as Faust declares them
+        )
+        for table in app.tables.values()
+    ]
+    return streams + changelogs
 
 
-async def ensure_processor_topics(settings: Settings) -> None:
-    """Create the registry topics and the processor's internal topics (before its worker
-    starts: its agents send to partitions that must already exist)."""
-    await ensure_topics(settings, extra=internal_topics(settings))
+async def ensure_processor_topics(settings: Settings, app: faust.App) -> None:
+    """Create the registry topics and `app`'s internal topics, before its worker starts."""
+    await ensure_topics(settings, extra=internal_topics(settings, app))
 
 
 def raw_records(events: Iterable[Any]) -> list[RawRecord]:
@@ -171,9 +189,9 @@ class Step:
     states: dict[bytes, Any] = field(default_factory=dict)
 
 
-def create_app(settings: Settings) -> faust.App:
-    """The processor app with its topics, state tables and agents."""
-    app = faust.App(
+def faust_app(settings: Settings) -> faust.App:
+    """The processor's Faust app: its Kafka, offset and failure settings, no agents."""
+    return faust.App(
         settings.processor_app_id,
         broker=faust_broker_url(settings.kafka_bootstrap),
         broker_credentials=faust_credentials(settings),
@@ -186,11 +204,20 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.kafka_session_timeout_ms / 3000,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
+        Table=KeyPartitionedTable,
+        # An agent that raises stops the worker (exit 1) with its batch unacked, for the
+        # orchestrator to restart; by default Faust logs the crash and keeps the worker
+        # running without that agent, and its partitions silently stop.
+        agent_supervisor=mode.CrashingSupervisor,
         key_serializer="raw",
         value_serializer="json",
         datadir=str(settings.data_dir / "processor"),
     )
 
+
+def create_app(settings: Settings) -> faust.App:
+    """The processor app with its topics, state tables and agents."""
+    app = faust_app(settings)
     candles = settings.topic("candles")
     indicators = settings.topic("indicators")
     signals = settings.topic("signals")
@@ -283,24 +310,20 @@ def count_anomalies(kinds: Mapping[str, int]) -> None:
 
 
 class AgentRunner:
-    """Registers the app's agents, all one loop: take a micro-batch, run its pure step,
-    publish the outputs, store the state, flush, then let the batch be acked."""
+    """Registers the app's agents, all one loop: take a micro-batch, complete it from
+    the input positions, run its pure step, publish the outputs, store the state and the
+    positions, flush, then let the batch be acked."""
 
     def __init__(self, app: faust.App, settings: Settings) -> None:
         self.app = app
         self.settings = settings
-        self.known_changelogs: set[str] = set()
+        self.positions = InputPositions(self.table("input-positions"), settings)
 
     def table(self, name: str) -> Any:
-        """A state table keyed by the raw record key and placed by the producer's
-        partitioner, so each key's changelog lands in the same partition number as its
-        input records (co-partitioned)."""
+        """A state table keyed by the raw record key, whose changelog partitions match its
+        input's (`KeyPartitionedTable`)."""
         return self.app.Table(
-            name,
-            default=None,
-            key_type=bytes,
-            use_partitioner=True,
-            partitions=self.settings.topic_partitions,
+            name, default=None, key_type=bytes, partitions=self.settings.topic_partitions
         )
 
     @cache  # noqa: B019 - one runner per app, and one Faust topic per name
@@ -324,10 +347,12 @@ class AgentRunner:
             )
             async for events in micro_batches(batches, name):
                 started = time.perf_counter()
-                result = step(raw_records(events))
+                records = await self.positions.next_records(raw_records(events), name)
+                result = step(records)
                 await self.publish(result.outputs)
                 if table is not None:
-                    await self.store(table, result.states)
+                    self.store(table, result.states)
+                self.positions.advance(records)
                 await self.app.producer.flush()
                 self.observe(name, events, started)
 
@@ -343,25 +368,13 @@ class AgentRunner:
                 for partition in partitions:
                     await topic.send(key=key, value=value, partition=partition, headers=headers)
 
-    async def store(self, table: Any, states: dict[bytes, Any]) -> None:
+    def store(self, table: Any, states: dict[bytes, Any]) -> None:
         """Write new state before the flush that precedes the ack: a rebalance that
         re-reads the changelog must never find it behind the stream, or the input in
         between would be lost."""
-        await self.changelog_known(table)
         for key, new_state in states.items():
             table[key] = new_state
         metrics.TABLE_KEYS.labels(table.name).set(len(table))
-
-    async def changelog_known(self, table: Any) -> None:
-        """Wait once per table until the producer knows its changelog's partitions: a
-        table write places the record by key at once, and right after start-up, before
-        that metadata arrived, it raised and crashed the agent (which Faust does not
-        restart)."""
-        topic = table.changelog_topic.get_topic_name()
-        if topic not in self.known_changelogs:
-            producer: Any = self.app.producer  # Faust's aiokafka driver
-            await producer._ensure_producer().partitions_for(topic)
-            self.known_changelogs.add(topic)
 
     def observe(self, name: str, events: list[Any], started: float) -> None:
         metrics.EVENTS_PROCESSED.labels(name).inc(len(events))

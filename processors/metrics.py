@@ -15,6 +15,11 @@ REPLAYED_SKIPPED = Counter(
     "sigflow_processor_replayed_skipped_total",
     "Records skipped because state had already folded them in (re-read after a restart).",
 )
+REFETCHED_RECORDS = Counter(
+    "sigflow_processor_refetched_records_total",
+    "Records the consumer skipped, read again from Kafka before the batch was folded in.",
+    ["stream"],
+)
 BATCH_SECONDS = Histogram(
     "sigflow_processor_batch_seconds",
     "Time to process, publish and flush one micro-batch, per stream.",

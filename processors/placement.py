@@ -1,9 +1,10 @@
-"""State-table keys that Kafka's default partitioner places on a chosen partition.
+"""Where Kafka's default partitioner (murmur2) places a key, and state-table keys placed
+on a chosen partition.
 
-A Faust table with `use_partitioner=True` writes each key's changelog to the partition
-murmur2 picks for it; state that belongs to a *partition* (not to a record key) must sit
-on that same partition number to move with its input on a rebalance. `partition_key`
-finds such a key by trying suffixes.
+The processor's tables write each key's changelog to the partition murmur2 picks for
+it (`key_partition`), the one its input records sit on; state that belongs to a
+*partition* (not to a record key) must sit on that same partition number to move with
+its input on a rebalance. `partition_key` finds such a key by trying suffixes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,11 @@ from functools import cache
 from itertools import count
 
 from aiokafka.partitioner import murmur2
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition of `partitions` that Kafka's default partitioner gives `key`."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @cache
@@ -24,6 +30,6 @@ def partition_key(name: str, partition: int, partitions: int | None) -> bytes:
         raise ValueError(f"partition {partition} outside 0..{partitions - 1}")
     for attempt in count():
         key = f"{name}:{partition}:{attempt}".encode()
-        if (murmur2(key) & 0x7FFFFFFF) % partitions == partition:
+        if key_partition(key, partitions) == partition:
             return key
     raise AssertionError("unreachable")  # pragma: no cover

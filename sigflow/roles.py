@@ -77,9 +77,9 @@ def run_processor(settings: Settings) -> None:
                 await super().on_startup_finished()
                 readiness.mark_started()
 
-        asyncio.run(ensure_processor_topics(settings))
         (settings.data_dir / "processor").mkdir(parents=True, exist_ok=True)
         app = create_app(settings)
+        asyncio.run(ensure_processor_topics(settings, app))
         # override_logging=False: Faust and mode log through sigflow's handler (JSON).
         worker = ReadyWorker(
             app, loglevel=settings.log_level.lower(), quiet=True, override_logging=False

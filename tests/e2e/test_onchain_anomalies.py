@@ -13,10 +13,10 @@ import pytest
 
 from ingest.chain.checkpoint import chain_key
 from ingest.producer import EventProducer
-from processors.app import by_symbol_topic, internal_topics, prices_topic
+from processors.app import by_symbol_topic, create_app, ensure_processor_topics, prices_topic
 from schemas.codec import codec_for
 from schemas.events import OnchainBlock, OnchainTransfer, Trade
-from sigflow.kafka import consumer_lag, ensure_topics
+from sigflow.kafka import consumer_lag
 from sigflow.settings import Settings
 from tests.conftest import Roles
 from tests.e2e.pipeline import START, eventually, publish
@@ -111,7 +111,7 @@ async def run(settings: Settings, roles: Roles) -> list[tuple[bytes, bytes]]:
     the anomalies topic's records."""
     # As the process role does, before anything can touch the internal topic: polling
     # its lag would let the broker auto-create it with a single partition.
-    await ensure_topics(settings, extra=internal_topics(settings))
+    await ensure_processor_topics(settings, create_app(settings))
     roles.start("process")
     await publish(settings, eth_trades())
     async with EventProducer(settings, component="test") as producer:

@@ -1,0 +1,131 @@
+"""The processor's Kafka clients where Faust on aiokafka lost records or stalled:
+partitions never committed are read again after a seek, and an agent that raises
+stops the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from processors import faust_transport
+from processors.app import create_app, ensure_processor_topics
+from processors.faust_transport import seek_to_committed_or_earliest
+from sigflow.kafka import ensure_topics
+from sigflow.settings import Settings, settings_env
+
+pytestmark = pytest.mark.integration
+
+
+async def read_offsets(consumer: AIOKafkaConsumer, count: int) -> list[int]:
+    offsets: list[int] = []
+    async with asyncio.timeout(30):
+        while len(offsets) < count:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                offsets.extend(record.offset for record in records)
+    return offsets
+
+
+async def test_a_partition_never_committed_is_read_from_the_start_again_after_a_seek(
+    pipeline_settings: Settings,
+) -> None:
+    # Faust drops what it fetched during a rebalance or recovery and seeks back to the
+    # committed offsets; a partition without a commit must go back to its start.
+    settings = pipeline_settings
+    topic = settings.topic("trades")
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        for n in range(5):
+            await producer.send_and_wait(topic, str(n).encode(), partition=0)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.processor_app_id,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        consumer.subscribe([topic])
+        assert await read_offsets(consumer, 5) == [0, 1, 2, 3, 4]
+        committed = await seek_to_committed_or_earliest(consumer)
+        assert committed[TopicPartition(topic, 0)] is None
+        assert await read_offsets(consumer, 5) == [0, 1, 2, 3, 4]
+    finally:
+        await consumer.stop()
+
+
+async def test_the_table_changelogs_exist_with_the_input_partitions_before_the_worker_starts(
+    pipeline_settings: Settings,
+) -> None:
+    settings = pipeline_settings.model_copy(update={"topic_partitions": 4})
+    app = create_app(settings)
+    await ensure_processor_topics(settings, app)
+    changelogs = [table.changelog_topic.get_topic_name() for table in app.tables.values()]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(changelogs)
+        configs = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in changelogs]
+        )
+    finally:
+        await admin.close()
+    assert {t["topic"]: len(t["partitions"]) for t in described} == dict.fromkeys(changelogs, 4)
+    policies = [
+        value
+        for response in configs
+        for *_, entries in (resource[:5] for resource in response.resources)
+        for name, value, *_ in entries
+        if name == "cleanup.policy"
+    ]
+    assert policies == ["compact"] * len(changelogs)
+
+
+async def test_the_processor_app_runs_on_sigflows_transport(pipeline_settings: Settings) -> None:
+    app = create_app(pipeline_settings)
+    assert isinstance(app.transport, faust_transport.Transport)
+    assert isinstance(app.consumer, faust_transport.Consumer)
+
+
+async def test_an_agent_that_raises_stops_the_worker_with_exit_1_and_commits_nothing(
+    pipeline_settings: Settings,
+) -> None:
+    settings = pipeline_settings
+    topic = settings.topic("trades")
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"[]", key=b"coinbase:BTC-USD")
+    finally:
+        await producer.stop()
+    worker = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "tests.integration.crashing_worker"],
+        env={**os.environ, **settings_env(settings)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = worker.stdout + worker.stderr
+    assert worker.returncode == 1, output[-4000:]
+    assert "a bug met 1 records" in output
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.processor_app_id
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        assert [await consumer.committed(tp) for tp in partitions] == [None] * len(partitions)
+    finally:
+        await consumer.stop()
