@@ -13,10 +13,10 @@ markers, compaction) come back empty, and the batch goes on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import MutableMapping
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -36,6 +36,8 @@ class InputPositions:
     def __init__(self, table: MutableMapping[bytes, int], settings: Settings) -> None:
         self.table = table  # the processor's changelogged Faust table
         self.settings = settings
+        self._reader: AIOKafkaConsumer | None = None
+        self._reader_started = asyncio.Lock()  # agents share it: start it once
 
     def key(self, topic: str, partition: int) -> bytes:
         """The table key of `topic`'s `partition`, placed on that partition number."""
@@ -78,41 +80,45 @@ class InputPositions:
         """Where the processor starts on a partition it never folded in: its group's
         committed offset (say, reset to reprocess a time range), else the earliest."""
         tp = TopicPartition(topic, partition)
-        consumer = await self.consumer(group_id=self.settings.processor_app_id)
-        try:  # never subscribes: reads the commit without joining the group
-            committed = await consumer.committed(tp)
-            if committed is not None:
-                return int(committed)
-            beginning: dict[TopicPartition, int] = await consumer.beginning_offsets([tp])
-            return beginning[tp]
-        finally:
-            await consumer.stop()
+        reader = await self.reader()
+        committed = await reader.committed(tp)  # read without joining the group
+        if committed is not None:
+            return int(committed)
+        beginning: dict[TopicPartition, int] = await reader.beginning_offsets([tp])
+        return beginning[tp]
 
     async def read_range(self, topic: str, partition: int, start: int, end: int) -> list[RawRecord]:
         """The records of `topic`'s `partition` with offsets in [start, end)."""
         tp = TopicPartition(topic, partition)
-        consumer = await self.consumer()
+        reader = await self.reader()
+        reader.assign([tp])
+        reader.seek(tp, start)
         found: list[RawRecord] = []
-        try:
-            consumer.assign([tp])
-            consumer.seek(tp, start)
-            while await consumer.position(tp) < end:
-                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=end - start)
-                found.extend(
-                    RawRecord(topic, partition, r.offset, r.key, r.value)
-                    for r in batch.get(tp, [])
-                    if start <= r.offset < end
-                )
-        finally:
-            await consumer.stop()
+        while await reader.position(tp) < end:
+            batch = await reader.getmany(tp, timeout_ms=1000, max_records=end - start)
+            found.extend(
+                RawRecord(topic, partition, r.offset, r.key, r.value)
+                for r in batch.get(tp, [])
+                if start <= r.offset < end
+            )
         return found
 
-    async def consumer(self, **options: Any) -> AIOKafkaConsumer:
-        consumer = AIOKafkaConsumer(
-            **kafka_client_options(self.settings),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            **options,
-        )
-        await start_kafka_client(consumer, self.settings)
-        return consumer
+    async def reader(self) -> AIOKafkaConsumer:
+        """The consumer that looks up offsets and reads skipped ranges: in the processor's
+        group to read its commits, but never subscribed, so it never joins it or commits."""
+        async with self._reader_started:
+            if self._reader is None:
+                reader = AIOKafkaConsumer(
+                    **kafka_client_options(self.settings),
+                    group_id=self.settings.processor_app_id,
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                )
+                await start_kafka_client(reader, self.settings)
+                self._reader = reader
+            return self._reader
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.stop()
+            self._reader = None

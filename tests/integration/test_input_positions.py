@@ -4,13 +4,13 @@ and what was folded in already is dropped."""
 from __future__ import annotations
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from processors import metrics
 from processors.candle_stream import RawRecord
 from processors.input_positions import InputPositions
-from sigflow.kafka import ensure_topics
 from sigflow.settings import Settings
+from tests.integration.raw_records import send_raw
 
 pytestmark = pytest.mark.integration
 
@@ -20,14 +20,7 @@ COUNT = 10
 async def published(settings: Settings) -> list[RawRecord]:
     """COUNT records on partition 0 of `trades`, as the consumer would deliver them."""
     topic = settings.topic("trades")
-    await ensure_topics(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    await producer.start()
-    try:
-        for n in range(COUNT):
-            await producer.send_and_wait(topic, f"v{n}".encode(), key=b"k", partition=0)
-    finally:
-        await producer.stop()
+    await send_raw(settings, topic, [f"v{n}".encode() for n in range(COUNT)], b"k", 0)
     return [RawRecord(topic, 0, n, b"k", f"v{n}".encode()) for n in range(COUNT)]
 
 
@@ -42,7 +35,10 @@ async def test_records_skipped_before_and_between_are_read_again_in_order(
     positions = InputPositions({}, pipeline_settings)
     before = refetched("holes")
     delivered = [records[n] for n in (2, 3, 7, 8)]  # 0, 1 and 4..6 never arrived
-    assert await positions.next_records(delivered, "holes") == records[:9]
+    try:
+        assert await positions.next_records(delivered, "holes") == records[:9]
+    finally:
+        await positions.close()
     assert refetched("holes") - before == 5
 
 
@@ -52,9 +48,13 @@ async def test_a_batch_drops_what_was_folded_in_and_continues_from_the_position(
     records = await published(pipeline_settings)
     positions = InputPositions({}, pipeline_settings)
     positions.advance(records[:4])  # folded in up to offset 3
-    assert await positions.next_records([records[n] for n in (2, 3, 6, 9)], "s") == records[4:]
-    positions.advance(records[4:])
-    assert await positions.next_records(records[5:], "s") == []
+    try:
+        batch = [records[n] for n in (2, 3, 6, 9)]
+        assert await positions.next_records(batch, "s") == records[4:]
+        positions.advance(records[4:])
+        assert await positions.next_records(records[5:], "s") == []
+    finally:
+        await positions.close()
 
 
 async def test_a_partition_never_folded_in_starts_at_the_groups_committed_offset(
@@ -75,4 +75,7 @@ async def test_a_partition_never_folded_in_starts_at_the_groups_committed_offset
     finally:
         await group.stop()
     positions = InputPositions({}, settings)
-    assert await positions.next_records(records[7:], "s") == records[6:]
+    try:
+        assert await positions.next_records(records[7:], "s") == records[6:]
+    finally:
+        await positions.close()

@@ -10,15 +10,15 @@ import subprocess
 import sys
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from processors import faust_transport
 from processors.app import create_app, ensure_processor_topics
 from processors.faust_transport import seek_to_committed_or_earliest
-from sigflow.kafka import ensure_topics
 from sigflow.settings import Settings, settings_env
+from tests.integration.raw_records import send_raw
 
 pytestmark = pytest.mark.integration
 
@@ -39,14 +39,7 @@ async def test_a_partition_never_committed_is_read_from_the_start_again_after_a_
     # committed offsets; a partition without a commit must go back to its start.
     settings = pipeline_settings
     topic = settings.topic("trades")
-    await ensure_topics(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    await producer.start()
-    try:
-        for n in range(5):
-            await producer.send_and_wait(topic, str(n).encode(), partition=0)
-    finally:
-        await producer.stop()
+    await send_raw(settings, topic, [str(n).encode() for n in range(5)], partition=0)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=settings.processor_app_id,
@@ -102,13 +95,7 @@ async def test_an_agent_that_raises_stops_the_worker_with_exit_1_and_commits_not
 ) -> None:
     settings = pipeline_settings
     topic = settings.topic("trades")
-    await ensure_topics(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, b"[]", key=b"coinbase:BTC-USD")
-    finally:
-        await producer.stop()
+    await send_raw(settings, topic, [b"[]"], key=b"coinbase:BTC-USD")
     worker = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "tests.integration.crashing_worker"],
