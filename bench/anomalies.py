@@ -267,7 +267,7 @@ def run_sigflow(records: list[RawRecord], rules: AnomalyRules) -> Detections:
         for key, value in batch.by_symbol:
             symbol_records.append(RawRecord("by-symbol", 0, by_symbol_offset, key, value))
             by_symbol_offset += 1
-            result.candles.append(CANDLE.decode(value))
+            result.candles.extend(CANDLE.decode_batch(value)[0])
         crossed = cross.process(symbol_records, cross_state.get)
         cross_state.update(crossed.states)
         anomalies += crossed.anomalies

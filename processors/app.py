@@ -1,7 +1,7 @@
 """The Faust app: thin shells that feed micro-batches to the pure stream logic and
 publish what it returns.
 
-Five agents, one loop (`AgentRunner`): each takes `take_events` micro-batches, runs a
+Four agents, one loop (`AgentRunner`): each takes `take_events` micro-batches, runs a
 pure step over them and keeps its state in a changelogged table:
 
 - trades -> `CandleStream`: candles, indicators, signals, price-jump / volume-spike /
@@ -10,9 +10,10 @@ pure step over them and keeps its state in a changelogged table:
 - candles by symbol -> `CrossStream`: cross-exchange spreads (as `indicators` records)
   and divergence anomalies;
 - signals + anomalies -> `AlertStream`: alerts keyed by rule id;
-- on-chain (see `onchain_stream.py`): candles -> `PriceFeed` -> closes broadcast to every
-  partition of `<app id>-asset-prices`; onchain.blocks + onchain.transfers + those
-  prices -> `OnchainStream`: gas-spike, reorg and whale-transfer anomalies.
+- on-chain (see `onchain_stream.py`): the trades agent's candles -> `PriceFeed` -> closes
+  broadcast to every partition of `<app id>-asset-prices`; onchain.blocks +
+  onchain.transfers + those prices -> `OnchainStream`: gas-spike, reorg and
+  whale-transfer anomalies.
 
 Guarantee: at-least-once delivery from Faust, completed where it skips records by the
 input offsets kept in state (`input_positions.py`), made effectively-once for state by
@@ -46,7 +47,7 @@ from processors.cross_stream import CrossStream
 from processors.exceptions import TokenPricesError
 from processors.input_positions import InputPositions
 from processors.onchain_stream import OnchainStream, PriceFeed, Source
-from processors.pricing import load_token_prices
+from processors.pricing import TokenPrices, load_token_prices
 from processors.signals import SignalEngine, load_rules
 from processors.state_table import KeyPartitionedTable
 from schemas.topics import DAY_MS
@@ -227,6 +228,8 @@ def create_app(settings: Settings) -> faust.App:
     by_symbol = by_symbol_topic(settings)
 
     anomaly_rules = load_anomaly_rules(settings.anomaly_rules)
+    token_prices, price_feed = load_price_feed(settings)
+    asset_prices = prices_topic(settings)
     candle_logic = CandleStream(
         settings.candle_intervals,
         settings.allowed_lateness_ms,
@@ -257,6 +260,8 @@ def create_app(settings: Settings) -> faust.App:
         count_anomalies(result.anomaly_kinds)
         for lateness in result.lateness_ms:
             metrics.TRADE_LATENESS.observe(lateness / 1000)
+        points = price_feed.points(value for _, value in result.candles)
+        metrics.PRICE_POINTS.inc(len(points))
         return Step(
             [
                 Output(candles, result.candles),
@@ -264,6 +269,7 @@ def create_app(settings: Settings) -> faust.App:
                 Output(signals, result.signals),
                 Output(anomalies, result.anomalies),
                 Output(by_symbol, result.by_symbol),
+                Output(asset_prices, points, broadcast=True),
                 Output(dlq, result.dead_letters),
             ],
             result.states,
@@ -300,7 +306,7 @@ def create_app(settings: Settings) -> faust.App:
     agents.add("trades", [settings.topic("trades")], build_candles, candle_state)
     agents.add("cross", [by_symbol], compare_exchanges, cross_state)
     agents.add("alerts", [signals, anomalies], raise_alerts, alert_state)
-    add_onchain_agents(settings, anomaly_rules, agents)
+    add_onchain_agent(settings, anomaly_rules, token_prices, agents)
     return app
 
 
@@ -411,40 +417,36 @@ class AgentRunner:
 # -- on-chain anomalies ------------------------------------------------------------------
 
 
-def add_onchain_agents(
-    settings: Settings,
-    anomaly_rules: AnomalyRules,
-    agents: AgentRunner,
-) -> None:
-    """candles -> prices broadcast; onchain.* + prices -> on-chain anomalies."""
+def load_price_feed(settings: Settings) -> tuple[TokenPrices, PriceFeed]:
+    """The token price mappings, and the feed of their markets' closes; the pricing
+    interval must be one the processor builds."""
     token_prices = load_token_prices(settings.token_prices)
     if token_prices.pricing.interval not in settings.candle_intervals:
         raise TokenPricesError(
             f"the pricing interval {token_prices.pricing.interval!r} is not a candle "
             f"interval the processor builds ({', '.join(settings.candle_intervals)})"
         )
-    candles = settings.topic("candles")
+    return token_prices, PriceFeed(token_prices)
+
+
+def add_onchain_agent(
+    settings: Settings,
+    anomaly_rules: AnomalyRules,
+    token_prices: TokenPrices,
+    agents: AgentRunner,
+) -> None:
+    """onchain.blocks + onchain.transfers + asset prices -> on-chain anomalies."""
     anomalies = settings.topic("anomalies")
     dlq = settings.topic("dlq")
-    prices = prices_topic(settings)
     sources: dict[str, Source] = {
         settings.topic("onchain.blocks"): "block",
         settings.topic("onchain.transfers"): "transfer",
         prices_topic(settings): "price",
     }
     onchain_state = agents.table("onchain-state")
-    feed = PriceFeed(token_prices)
     onchain_logic = OnchainStream(
         anomaly_rules, token_prices, sources, partitions=settings.topic_partitions
     )
-
-    def broadcast_prices(records: list[RawRecord]) -> Step:
-        result = feed.process(records)
-        metrics.PRICE_POINTS.inc(len(result.points))
-        metrics.DEAD_LETTERS.labels("schema").inc(len(result.dead_letters))
-        return Step(
-            [Output(prices, result.points, broadcast=True), Output(dlq, result.dead_letters)]
-        )
 
     def watch_chains(records: list[RawRecord]) -> Step:
         result = onchain_logic.process(records, onchain_state.get)
@@ -457,5 +459,4 @@ def add_onchain_agents(
             [Output(anomalies, result.anomalies), Output(dlq, result.dead_letters)], result.states
         )
 
-    agents.add("prices", [candles], broadcast_prices)
     agents.add("onchain", list(sources), watch_chains, onchain_state)

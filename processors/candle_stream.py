@@ -63,7 +63,8 @@ class BatchResult:
     indicators: list[tuple[bytes, bytes]] = field(default_factory=list)
     signals: list[tuple[bytes, bytes]] = field(default_factory=list)
     anomalies: list[tuple[bytes, bytes]] = field(default_factory=list)
-    by_symbol: list[tuple[bytes, bytes]] = field(default_factory=list)  # closed candles
+    # closed candles keyed by symbol: one JSON array record per symbol per batch
+    by_symbol: list[tuple[bytes, bytes]] = field(default_factory=list)
     dead_letters: list[tuple[bytes, bytes]] = field(default_factory=list)
     states: dict[bytes, dict[str, Any]] = field(default_factory=dict)
     anomaly_kinds: Counter[str] = field(default_factory=Counter)
@@ -136,6 +137,7 @@ class CandleStream:
             result.add_findings(findings)
             result.lateness_ms.extend(lateness)
             result.states[state_key] = clock.to_dict()
+        result.by_symbol = batched_by_key(result.by_symbol)
         return result
 
     def _decode(self, record: RawRecord, result: BatchResult) -> list[Any]:
@@ -372,3 +374,21 @@ def to_signal(candle: Any, fired: FiredSignal) -> Any:
         price=candle.close,
         explanation=fired.explanation,
     )
+
+
+BY_SYMBOL_RECORD_CANDLES = 500  # ~200 kB a record, well under Kafka's 1 MB default
+
+
+def batched_by_key(records: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Records whose value is the JSON array of up to `BY_SYMBOL_RECORD_CANDLES` values of
+    one key, in order: one send and one consume per symbol and batch instead of one per
+    closed candle (a backlog batch can close thousands)."""
+    grouped: dict[bytes, list[bytes]] = defaultdict(list)
+    for key, value in records:
+        grouped[key].append(value)
+    size = BY_SYMBOL_RECORD_CANDLES
+    return [
+        (key, b"[" + b",".join(values[start : start + size]) + b"]")
+        for key, values in grouped.items()
+        for start in range(0, len(values), size)
+    ]

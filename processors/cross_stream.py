@@ -2,7 +2,8 @@
 divergence anomalies.
 
 The trades agent publishes every closed candle a second time, keyed by symbol, to an
-internal topic; this stream is the thin layer between those records and the pure
+internal topic (one JSON array record per symbol and batch, like `trades` records);
+this stream is the thin layer between those records and the pure
 `CrossExchangeAligner` of each (symbol, interval). Per-symbol state (last offset and
 the aligners) lives in a Faust table keyed by symbol, co-partitioned with the topic, and
 records at or below the stored offset are skipped after a restart.
@@ -26,8 +27,8 @@ from processors.anomalies.findings import anomaly_record
 from processors.anomalies.rules import DivergenceRules
 from processors.candle_stream import RawRecord, StateLoader
 from processors.candles import interval_ms
-from schemas.codec import codec_for
-from schemas.dead_letters import reject_record
+from schemas.codec import RejectedElement, codec_for
+from schemas.dead_letters import reject_element, reject_record
 from schemas.events import Candle, IndicatorValues
 from schemas.exceptions import SchemaError
 
@@ -63,13 +64,19 @@ class CrossStream:
         by_key: dict[bytes, list[tuple[RawRecord, Any]]] = defaultdict(list)
         for record in records:
             try:
-                candle = CANDLE_CODEC.decode(record.value)
-                if record.key != candle.symbol.encode():
-                    raise SchemaError(f"record key {record.key!r} is not the symbol")
+                candles, rejected = CANDLE_CODEC.decode_batch(record.value)
             except SchemaError as exc:
                 result.dead_letters.append(reject_record(record, exc.reason, "schema", COMPONENT))
                 continue
-            by_key[candle.symbol.encode()].append((record, candle))
+            for candle in candles:
+                symbol = candle.symbol.encode()
+                if record.key == symbol:
+                    by_key[symbol].append((record, candle))
+                else:
+                    reason = f"record key {record.key!r} is not the symbol"
+                    rejected.append(RejectedElement(CANDLE_CODEC.encode(candle), reason))
+            for element in rejected:
+                result.dead_letters.append(reject_element(record, element, "schema", COMPONENT))
         for key, items in by_key.items():
             self._process_symbol(key, items, load_state(key), result)
         return result

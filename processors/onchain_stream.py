@@ -5,7 +5,9 @@ Two streams:
 
 - `PriceFeed` (candles -> prices): every closed candle of the pricing interval whose
   market prices a mapped asset (`pricing.py`) becomes a small `PricePoint` record,
-  *broadcast* to every partition of the internal topic `<app id>-asset-prices`.
+  *broadcast* to every partition of the internal topic `<app id>-asset-prices`. The
+  trades agent runs it on the candles it just built (reading them back from the
+  `candles` topic cost the worker one Faust consume per candle).
 - `OnchainStream` (onchain.blocks + onchain.transfers + asset prices): the on-chain
   topics are keyed by chain id, prices by asset, and a chain's transfers need every
   asset's prices; broadcasting the (low-rate) prices to every partition makes each
@@ -64,27 +66,19 @@ POINT_ENCODER = msgspec.json.Encoder()
 POINT_DECODER = msgspec.json.Decoder(PricePoint)
 
 
-@dataclass
-class PriceFeedResult:
-    points: list[tuple[bytes, bytes]] = field(default_factory=list)  # to every partition
-    dead_letters: list[tuple[bytes, bytes]] = field(default_factory=list)
-
-
 class PriceFeed:
     """Closed candles -> price points of the markets that price a mapped asset."""
 
     def __init__(self, prices: TokenPrices) -> None:
         self.prices = prices
 
-    def process(self, records: Iterable[RawRecord]) -> PriceFeedResult:
-        """Stateless: a re-read point is harmless (the book keeps one close per time)."""
-        result = PriceFeedResult()
-        for record in records:
-            try:
-                candle = CANDLE_CODEC.decode(record.value)
-            except SchemaError as exc:
-                result.dead_letters.append(reject_record(record, exc.reason, "schema", COMPONENT))
-                continue
+    def points(self, candles: Iterable[bytes]) -> list[tuple[bytes, bytes]]:
+        """The price points (key: asset) of `candles`, encoded `Candle` records the
+        processor built. Stateless: a re-sent point is harmless (the book keeps one close
+        per time)."""
+        points = []
+        for value in candles:
+            candle = CANDLE_CODEC.decode(value)
             if candle.interval != self.prices.pricing.interval or not candle.final:
                 continue
             ranked = self.prices.market_rank(candle.symbol)
@@ -96,8 +90,8 @@ class PriceFeed:
                 time=candle.close_time,
                 price=candle.close,
             )
-            result.points.append((ranked[0].encode(), POINT_ENCODER.encode(point)))
-        return result
+            points.append((ranked[0].encode(), POINT_ENCODER.encode(point)))
+        return points
 
 
 @dataclass

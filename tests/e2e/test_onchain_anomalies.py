@@ -119,8 +119,7 @@ async def run(settings: Settings, roles: Roles) -> list[tuple[bytes, bytes]]:
             await producer.send(settings.topic(topic), chain_key(CHAIN), value, "test")
         await producer.flush()
     inputs = [
-        settings.topic(name)
-        for name in ("trades", "candles", "onchain.blocks", "onchain.transfers")
+        settings.topic(name) for name in ("trades", "onchain.blocks", "onchain.transfers")
     ] + [by_symbol_topic(settings), prices_topic(settings)]
 
     async def done() -> bool:

@@ -199,3 +199,17 @@ def test_cross_stream_publishes_spreads_as_indicators_and_skips_re_read_candles(
     }
     bad = cross.process([RawRecord("by-symbol", 0, 9, b"ETH-USDT", records[0].value)], {}.get)
     assert "not the symbol" in orjson.loads(bad.dead_letters[0][1])["reason"]
+
+
+def test_cross_stream_reads_a_batched_record_and_dead_letters_only_its_bad_elements() -> None:
+    singles = [candle_record(0, exchange, 0, 100.0 + i) for i, exchange in enumerate(("a", "b"))]
+    other = candle_record(0, "c", 0, 50.0)
+    wrong = other.value.replace(b'"BTC-USDT"', b'"ETH-USDT"')  # type: ignore[union-attr]
+    batch = b"[" + b",".join([singles[0].value, wrong, singles[1].value]) + b"]"  # type: ignore[list-item]
+    cross = CrossStream(load_anomaly_rules().divergence)
+    result = cross.process([RawRecord("by-symbol", 0, 0, b"BTC-USDT", batch)], {}.get)
+    assert result.candles == 2
+    assert [orjson.loads(v)["values"]["xex_exchanges"] for _, v in result.indicators] == [2.0, 2.0]
+    [letter] = [orjson.loads(value) for _, value in result.dead_letters]
+    assert "not the symbol" in letter["reason"]
+    assert orjson.loads(letter["raw"])["symbol"] == "ETH-USDT"

@@ -9,7 +9,7 @@ import pytest
 from aiokafka.partitioner import murmur2
 
 from bench.anomalies import START_TS, Scenario, market_trades
-from processors.candle_stream import CandleStream, RawRecord, feed_clock_key
+from processors.candle_stream import CandleStream, RawRecord, batched_by_key, feed_clock_key
 from schemas.codec import codec_for
 from schemas.events import Trade
 
@@ -84,3 +84,38 @@ def test_the_stale_feed_clock_skips_records_it_has_already_seen() -> None:
     again = stream.process([RawRecord("t", 0, 0, b"a:X-USDT", value)], state.get)
     assert again.skipped == 1
     assert again.states[feed_clock_key(0, None)]["feeds"]["a:X-USDT"][2] == 1
+
+
+def test_closed_candles_go_to_the_by_symbol_topic_as_one_array_record_per_symbol() -> None:
+    scenario = Scenario(
+        exchanges=("binance", "coinbase"),
+        symbols={"BTC-USDT": 60_000.0, "ETH-USDT": 3_000.0},
+        minutes=5,
+        trades_per_second=2.0,
+        seed=1,
+    )
+    codec = codec_for(Trade)
+    records = [
+        RawRecord("t", 0, offset, f"{t.exchange}:{t.symbol}".encode(), codec.encode(t))
+        for offset, t in enumerate(market_trades(scenario))
+    ]
+    result = CandleStream(["1m"], 2_000).process(records, {}.get)
+    assert sorted(key for key, _ in result.by_symbol) == [b"BTC-USDT", b"ETH-USDT"]
+    in_arrays = [
+        (candle["exchange"], candle["open_time"])
+        for key, value in result.by_symbol
+        for candle in orjson.loads(value)
+        if key == b"BTC-USDT"
+    ]
+    assert in_arrays == [
+        (candle["exchange"], candle["open_time"])
+        for candle in map(orjson.loads, (value for _, value in result.candles))
+        if candle["symbol"] == "BTC-USDT"
+    ]
+
+
+def test_a_symbols_candles_are_split_over_records_of_bounded_size() -> None:
+    values = [(b"BTC-USDT", b'{"n":%d}' % n) for n in range(1_201)]
+    batched = batched_by_key(values)
+    assert [len(orjson.loads(value)) for _, value in batched] == [500, 500, 201]
+    assert [item["n"] for _, value in batched for item in orjson.loads(value)] == list(range(1_201))

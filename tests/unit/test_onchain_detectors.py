@@ -322,14 +322,11 @@ def chain_inputs() -> list[RawRecord]:
     """Prices of minutes 0..5 (ETH 2000 then 3000 from minute 2) and a 6000 WETH
     transfer at minute 1.5, on one partition, in a fixed interleaving."""
     closes = [2000.0, 2000.0, 3000.0, 3000.0, 3000.0, 3000.0]
-    points = (
-        PriceFeed(PRICES)
-        .process(
-            [candle_record(i, minute, close) for i, (minute, close) in enumerate(enumerate(closes))]
-            + [candle_record(99, 0, 5.0, symbol="DOGE-USD")]
-        )
-        .points
-    )
+    candles = [
+        candle_record(i, minute, close) for i, (minute, close) in enumerate(enumerate(closes))
+    ]
+    candles.append(candle_record(99, 0, 5.0, symbol="DOGE-USD"))
+    points = PriceFeed(PRICES).points(record.value or b"" for record in candles)
     assert len(points) == len(closes)
     records = [RawRecord("prices", 0, i, key, value) for i, (key, value) in enumerate(points)]
     whale = transfer(3, "6000", ts=T0 + 90_000)
