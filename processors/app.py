@@ -18,11 +18,10 @@ pure step over them and keeps its state in a changelogged table:
 Guarantee: at-least-once delivery from Faust, completed where it skips records by the
 input offsets kept in state (`input_positions.py`), made effectively-once for state by
 those offsets and the last-offset check each stream keeps per key, and for output by
-deterministic records
-(natural keys, deterministic anomaly and alert ids), which the ClickHouse sink and
-webhook receivers deduplicate. Each batch's outputs and changelog are flushed before
-its offsets can be acked. Faust's `exactly_once` mode was tried against Kafka 4.4 and
-never consumed its own repartitioned records, so it is not used.
+deterministic records (natural keys, deterministic anomaly and alert ids), which the
+ClickHouse sink and webhook receivers deduplicate. Each batch's outputs and changelog
+are flushed before its offsets can be acked. Faust's `exactly_once` mode was tried
+against Kafka 4.4 and never consumed its own repartitioned records, so it is not used.
 """
 
 from __future__ import annotations
