@@ -259,7 +259,7 @@ def create_app(settings: Settings) -> faust.App:
         count_anomalies(result.anomaly_kinds)
         for lateness in result.lateness_ms:
             metrics.TRADE_LATENESS.observe(lateness / 1000)
-        points = price_feed.points(value for _, value in result.candles)
+        points = price_feed.points(result.closed)
         metrics.PRICE_POINTS.inc(len(points))
         return Step(
             [

@@ -60,6 +60,7 @@ class BatchResult:
     """What one micro-batch produced."""
 
     candles: list[tuple[bytes, bytes]] = field(default_factory=list)
+    closed: list[Any] = field(default_factory=list)  # the same candles, decoded
     indicators: list[tuple[bytes, bytes]] = field(default_factory=list)
     signals: list[tuple[bytes, bytes]] = field(default_factory=list)
     anomalies: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -222,6 +223,7 @@ class CandleStream:
         state.previous[name] = {**values.values, "close": candle.close}
         encoded = CANDLE_CODEC.encode(candle)
         result.candles.append((key, encoded))
+        result.closed.append(candle)
         result.by_symbol.append((candle.symbol.encode(), encoded))
         view = CandleView(
             exchange=candle.exchange,

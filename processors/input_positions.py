@@ -55,9 +55,10 @@ class InputPositions:
             if last is None:
                 last = await self.start_offset(topic, partition) - 1
             fresh = [record for record in received if record.offset > last]
-            if fresh and len(fresh) < fresh[-1].offset - last:
+            delivered = len(fresh)
+            if fresh and delivered < fresh[-1].offset - last:
                 fresh = await self.read_range(topic, partition, last + 1, fresh[-1].offset + 1)
-                skipped = len(fresh) - len([r for r in received if r.offset > last])
+                skipped = len(fresh) - delivered
                 if skipped:
                     metrics.REFETCHED_RECORDS.labels(stream).inc(skipped)
                     log.warning(

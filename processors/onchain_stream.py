@@ -42,12 +42,11 @@ from processors.placement import partition_key
 from processors.pricing import PriceBook, TokenPrices
 from schemas.codec import codec_for
 from schemas.dead_letters import reject_record
-from schemas.events import Candle, OnchainBlock, OnchainTransfer
+from schemas.events import OnchainBlock, OnchainTransfer
 from schemas.exceptions import SchemaError
 
 BLOCK_CODEC = codec_for(OnchainBlock)
 TRANSFER_CODEC = codec_for(OnchainTransfer)
-CANDLE_CODEC = codec_for(Candle)
 COMPONENT = "processor"
 STATE_NAME = "__onchain__"
 Source = Literal["block", "transfer", "price"]
@@ -72,13 +71,12 @@ class PriceFeed:
     def __init__(self, prices: TokenPrices) -> None:
         self.prices = prices
 
-    def points(self, candles: Iterable[bytes]) -> list[tuple[bytes, bytes]]:
-        """The price points (key: asset) of `candles`, encoded `Candle` records the
-        processor built. Stateless: a re-sent point is harmless (the book keeps one close
-        per time)."""
+    def points(self, candles: Iterable[Any]) -> list[tuple[bytes, bytes]]:
+        """The price points (key: asset) of `candles`, the `Candle` structs the processor
+        just built. Stateless: a re-sent point is harmless (the book keeps one close per
+        time)."""
         points = []
-        for value in candles:
-            candle = CANDLE_CODEC.decode(value)
+        for candle in candles:
             if candle.interval != self.prices.pricing.interval or not candle.final:
                 continue
             ranked = self.prices.market_rank(candle.symbol)

@@ -326,7 +326,7 @@ def chain_inputs() -> list[RawRecord]:
         candle_record(i, minute, close) for i, (minute, close) in enumerate(enumerate(closes))
     ]
     candles.append(candle_record(99, 0, 5.0, symbol="DOGE-USD"))
-    points = PriceFeed(PRICES).points(record.value or b"" for record in candles)
+    points = PriceFeed(PRICES).points(CANDLE.decode(record.value) for record in candles)
     assert len(points) == len(closes)
     records = [RawRecord("prices", 0, i, key, value) for i, (key, value) in enumerate(points)]
     whale = transfer(3, "6000", ts=T0 + 90_000)
