@@ -26,13 +26,16 @@ How to add an exchange (e.g. `kucoin`):
    `ws_url`, `rest_url`, `max_symbols_per_connection`, `max_symbols_per_subscribe`,
    `ping_style` / `ping_interval` (and `ping_message()` for `PingStyle.MESSAGE`),
    `sequential_trade_ids`, `rest_rate_per_second` / `rest_burst`, and implements
-   `exchange_symbol()` (if not `BASEQUOTE`), `subscribe_message()`, `parse()` (trades via
-   `self.build_trade(...)`, control messages as `Parsed("ack"|"pong"|"error")`, anything
-   else `Parsed("unknown")`, broken input raises `MalformedMessageError`), and either
-   `backfill_request()` (ids sequential; set `backfill_direction` if the API pages
-   backwards; APIs paged by time get the last published trade's time as `after_ms`,
-   see kraken.py) or `recent_trades_request()` (outage filled by time), plus
-   `parse_backfill()`. Override `ws_endpoint()` if the URL depends on the symbols.
+   `exchange_symbol()` (if not `BASEQUOTE`), `subscribe_message()`, `parse_object()` (a
+   message already decoded to a JSON object: trades via `self.build_trade(...)` inside
+   `with self.reading_trade():`, so a missing or bad field is a malformed message,
+   control messages as `Parsed("ack"|"pong"|"error")`, anything else `Parsed("unknown")`,
+   other broken input raises `MalformedMessageError`), and either `backfill_request()`
+   (ids sequential; set `backfill_direction` if the API pages backwards; APIs paged by
+   time get the last published trade's time as `after_ms`, see kraken.py) or
+   `recent_trades_request()` (outage filled by time), plus `parse_backfill()`. Override
+   `ws_endpoint()` if the URL depends on the symbols, and `parse()` only for messages
+   that are not JSON (see okx.py).
 3. Register it below in `EXCHANGE_MAP`. The parametrized unit tests then parse every
    fixture of the new directory.
 4. Add a wire class for it in `tests/fakes/exchange_server.py` (how the fake server

@@ -9,7 +9,8 @@ every adapter, so an adapter is small and tested without a network.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
@@ -113,6 +114,13 @@ class ExchangeAdapter:
         Raises `MalformedMessageError` (or `UnknownSymbolError`) for input that must go
         to the dead-letter topic.
         """
+        message = self.decode_json(raw)
+        if not isinstance(message, dict):  # no exchange documents any other kind
+            return Parsed("unknown", detail="not a JSON object")
+        return self.parse_object(message, received_ts)
+
+    def parse_object(self, message: dict[str, Any], received_ts: int) -> Parsed:
+        """Classify one message already decoded to a JSON object (what `parse` hands on)."""
         raise NotImplementedError
 
     def sequence(self, trade: Any) -> int:
@@ -149,6 +157,25 @@ class ExchangeAdapter:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise MalformedMessageError(self.id, f"not valid JSON: {exc}") from exc
+
+    def page_limit(self, first_id: int, last_id: int) -> int:
+        """Rows to ask for ids in [first_id, last_id]: no more than the gap, nor a page."""
+        return min(self.backfill_page_size, last_id - first_id + 1)
+
+    @contextmanager
+    def reading_trade(self, what: str = "trade") -> Iterator[None]:
+        """While reading `what`, a missing or bad wire field is a `MalformedMessageError`.
+
+        Adapters read fields directly (`float(row["p"])`, `SIDES[row["S"]]`), so what a
+        broken message raises is a `KeyError`, `TypeError` or `ValueError`; it is worded
+        here once for every adapter and every REST answer.
+        """
+        try:
+            yield
+        except KeyError as exc:  # a missing field, or a side not in the adapter's table
+            raise MalformedMessageError(self.id, f"{what} without field or side {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise MalformedMessageError(self.id, f"{what} with a bad value: {exc}") from exc
 
     def build_trade(self, **fields: Any) -> Any:
         """A validated `Trade` struct; a value the contract refuses is a malformed message."""

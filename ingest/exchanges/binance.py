@@ -52,10 +52,7 @@ class Binance(ExchangeAdapter):
         streams = [f"{self.symbols.to_exchange(symbol).lower()}@trade" for symbol in symbols]
         return orjson.dumps({"method": "SUBSCRIBE", "params": streams, "id": request_id}).decode()
 
-    def parse(self, raw: bytes | str, received_ts: int) -> Parsed:
-        message = self.decode_json(raw)
-        if not isinstance(message, dict):
-            return Parsed("unknown", detail="not a JSON object")
+    def parse_object(self, message: dict[str, Any], received_ts: int) -> Parsed:
         if "data" in message and "stream" in message:
             message = message["data"]
             if not isinstance(message, dict):
@@ -73,21 +70,16 @@ class Binance(ExchangeAdapter):
         return Parsed("unknown", detail=str(event or sorted(message)[:5]))
 
     def _trade(self, message: dict[str, Any], received_ts: int) -> Any:
-        try:
-            fields = {
-                "symbol": self.symbols.to_normalized(message["s"]),
-                "trade_id": str(int(message["t"])),
-                "price": float(message["p"]),
-                "size": float(message["q"]),
-                "side": "sell" if _flag(message["m"]) else "buy",
-                "ts": int(message["T"]),
-                "received_ts": received_ts,
-            }
-        except KeyError as exc:
-            raise MalformedMessageError(self.id, f"trade without field {exc}") from exc
-        except (TypeError, ValueError) as exc:
-            raise MalformedMessageError(self.id, f"trade with a bad value: {exc}") from exc
-        return self.build_trade(**fields)
+        with self.reading_trade():
+            return self.build_trade(
+                symbol=self.symbols.to_normalized(message["s"]),
+                trade_id=str(int(message["t"])),
+                price=float(message["p"]),
+                size=float(message["q"]),
+                side="sell" if _flag(message["m"]) else "buy",
+                ts=int(message["T"]),
+                received_ts=received_ts,
+            )
 
     def backfill_request(
         self, symbol: str, first_id: int, last_id: int, *, after_ms: int = 0
@@ -97,7 +89,7 @@ class Binance(ExchangeAdapter):
             {
                 "symbol": self.symbols.to_exchange(symbol),
                 "fromId": first_id,
-                "limit": min(self.backfill_page_size, last_id - first_id + 1),
+                "limit": self.page_limit(first_id, last_id),
             },
             weight=HISTORICAL_TRADES_WEIGHT,
         )
@@ -106,22 +98,19 @@ class Binance(ExchangeAdapter):
         rows = self.decode_json(body)
         if not isinstance(rows, list):
             raise MalformedMessageError(self.id, f"historicalTrades answered {str(rows)[:200]}")
-        trades = []
-        for row in rows:
-            try:
-                fields = {
-                    "symbol": symbol,
-                    "trade_id": str(int(row["id"])),
-                    "price": float(row["price"]),
-                    "size": float(row["qty"]),
-                    "side": "sell" if _flag(row["isBuyerMaker"]) else "buy",
-                    "ts": int(row["time"]),
-                    "received_ts": received_ts,
-                }
-            except (KeyError, TypeError, ValueError) as exc:
-                raise MalformedMessageError(self.id, f"historical trade {row!r}: {exc}") from exc
-            trades.append(self.build_trade(**fields))
-        return trades
+        with self.reading_trade("historical trade"):
+            return [
+                self.build_trade(
+                    symbol=symbol,
+                    trade_id=str(int(row["id"])),
+                    price=float(row["price"]),
+                    size=float(row["qty"]),
+                    side="sell" if _flag(row["isBuyerMaker"]) else "buy",
+                    ts=int(row["time"]),
+                    received_ts=received_ts,
+                )
+                for row in rows
+            ]
 
 
 def _flag(value: object) -> bool:

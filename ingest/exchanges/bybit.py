@@ -55,10 +55,7 @@ class Bybit(ExchangeAdapter):
     def ping_message(self) -> str:
         return '{"op":"ping","req_id":"sigflow"}'
 
-    def parse(self, raw: bytes | str, received_ts: int) -> Parsed:
-        message = self.decode_json(raw)
-        if not isinstance(message, dict):
-            return Parsed("unknown", detail="not a JSON object")
+    def parse_object(self, message: dict[str, Any], received_ts: int) -> Parsed:
         topic = message.get("topic")
         if isinstance(topic, str):
             if topic.startswith(TOPIC):
@@ -77,24 +74,19 @@ class Bybit(ExchangeAdapter):
         data = message.get("data")
         if not isinstance(data, list):
             raise MalformedMessageError(self.id, "publicTrade message without a `data` list")
-        trades = []
-        for row in data:
-            try:
-                fields = {
-                    "symbol": self.symbols.to_normalized(row["s"]),
-                    "trade_id": _text(row["i"]),
-                    "price": float(row["p"]),
-                    "size": float(row["v"]),
-                    "side": SIDES[row["S"]],
-                    "ts": int(row["T"]),
-                    "received_ts": received_ts,
-                }
-            except KeyError as exc:
-                raise MalformedMessageError(self.id, f"trade without field or side {exc}") from exc
-            except (TypeError, ValueError) as exc:
-                raise MalformedMessageError(self.id, f"trade with a bad value: {exc}") from exc
-            trades.append(self.build_trade(**fields))
-        return trades
+        with self.reading_trade():
+            return [
+                self.build_trade(
+                    symbol=self.symbols.to_normalized(row["s"]),
+                    trade_id=_text(row["i"]),
+                    price=float(row["p"]),
+                    size=float(row["v"]),
+                    side=SIDES[row["S"]],
+                    ts=int(row["T"]),
+                    received_ts=received_ts,
+                )
+                for row in data
+            ]
 
     def recent_trades_request(self, symbol: str) -> RestRequest:
         return RestRequest(
@@ -114,8 +106,7 @@ class Bybit(ExchangeAdapter):
             raise BackfillError(
                 f"bybit recent-trade refused: {answer.get('retCode')} {answer.get('retMsg')}"
             )
-        try:
-            rows = answer["result"]["list"]
+        with self.reading_trade("recent-trade row"):
             trades = [
                 self.build_trade(
                     symbol=symbol,
@@ -126,10 +117,8 @@ class Bybit(ExchangeAdapter):
                     ts=int(row["time"]),
                     received_ts=received_ts,
                 )
-                for row in rows
+                for row in answer["result"]["list"]
             ]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MalformedMessageError(self.id, f"recent-trade row: {exc!r}") from exc
         return sorted(trades, key=lambda trade: trade.ts)  # the API answers newest first
 
 

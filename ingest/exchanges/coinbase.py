@@ -67,10 +67,7 @@ class Coinbase(ExchangeAdapter):
             {"type": "subscribe", "product_ids": products, "channel": CHANNEL}
         ).decode()
 
-    def parse(self, raw: bytes | str, received_ts: int) -> Parsed:
-        message = self.decode_json(raw)
-        if not isinstance(message, dict):
-            return Parsed("unknown", detail="not a JSON object")
+    def parse_object(self, message: dict[str, Any], received_ts: int) -> Parsed:
         channel = message.get("channel")
         if channel == CHANNEL:
             return Parsed("trades", self._trades(message, received_ts))
@@ -98,21 +95,16 @@ class Coinbase(ExchangeAdapter):
         return trades
 
     def _trade(self, row: Any, symbol_of: Callable[[str], str], received_ts: int) -> Any:
-        try:
-            fields = {
-                "symbol": symbol_of(row["product_id"]),
-                "trade_id": _text(row["trade_id"]),
-                "price": float(row["price"]),
-                "size": float(row["size"]),
-                "side": SIDES[row["side"]],
-                "ts": rfc3339_to_ms(row["time"]),
-                "received_ts": received_ts,
-            }
-        except KeyError as exc:
-            raise MalformedMessageError(self.id, f"trade without field or side {exc}") from exc
-        except (TypeError, ValueError) as exc:
-            raise MalformedMessageError(self.id, f"trade with a bad value: {exc}") from exc
-        return self.build_trade(**fields)
+        with self.reading_trade():
+            return self.build_trade(
+                symbol=symbol_of(row["product_id"]),
+                trade_id=_text(row["trade_id"]),
+                price=float(row["price"]),
+                size=float(row["size"]),
+                side=SIDES[row["side"]],
+                ts=rfc3339_to_ms(row["time"]),
+                received_ts=received_ts,
+            )
 
     def recent_trades_request(self, symbol: str) -> RestRequest:
         product = self.symbols.to_exchange(symbol)

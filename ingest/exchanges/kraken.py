@@ -77,10 +77,7 @@ class Kraken(ExchangeAdapter):
     def ping_message(self) -> str:
         return '{"method":"ping"}'
 
-    def parse(self, raw: bytes | str, received_ts: int) -> Parsed:
-        message = self.decode_json(raw)
-        if not isinstance(message, dict):
-            return Parsed("unknown", detail="not a JSON object")
+    def parse_object(self, message: dict[str, Any], received_ts: int) -> Parsed:
         channel = message.get("channel")
         if channel == CHANNEL:
             return Parsed("trades", self._trades(message, received_ts))
@@ -103,24 +100,19 @@ class Kraken(ExchangeAdapter):
         data = message.get("data")
         if not isinstance(data, list):
             raise MalformedMessageError(self.id, "trade message without a `data` list")
-        trades = []
-        for row in data:
-            try:
-                fields = {
-                    "symbol": self.symbols.to_normalized(row["symbol"]),
-                    "trade_id": str(_integer(row["trade_id"])),
-                    "price": float(row["price"]),
-                    "size": float(row["qty"]),
-                    "side": SIDES[row["side"]],
-                    "ts": rfc3339_to_ms(row["timestamp"]),
-                    "received_ts": received_ts,
-                }
-            except KeyError as exc:
-                raise MalformedMessageError(self.id, f"trade without field or side {exc}") from exc
-            except (TypeError, ValueError) as exc:
-                raise MalformedMessageError(self.id, f"trade with a bad value: {exc}") from exc
-            trades.append(self.build_trade(**fields))
-        return trades
+        with self.reading_trade():
+            return [
+                self.build_trade(
+                    symbol=self.symbols.to_normalized(row["symbol"]),
+                    trade_id=str(_integer(row["trade_id"])),
+                    price=float(row["price"]),
+                    size=float(row["qty"]),
+                    side=SIDES[row["side"]],
+                    ts=rfc3339_to_ms(row["timestamp"]),
+                    received_ts=received_ts,
+                )
+                for row in data
+            ]
 
     def backfill_request(
         self, symbol: str, first_id: int, last_id: int, *, after_ms: int = 0
@@ -146,24 +138,20 @@ class Kraken(ExchangeAdapter):
         books = [rows for key, rows in (result or {}).items() if key != "last"]
         if len(books) != 1 or not isinstance(books[0], list):
             raise MalformedMessageError(self.id, f"Trades answered {str(answer)[:200]}")
-        trades = []
-        for row in books[0]:
-            try:
-                price, volume, seconds, side, _order_type, _misc, trade_id = row
-                trades.append(
-                    self.build_trade(
-                        symbol=symbol,
-                        trade_id=str(_integer(trade_id)),
-                        price=float(price),
-                        size=float(volume),
-                        side=REST_SIDES[side],
-                        ts=seconds_to_ms(seconds),
-                        received_ts=received_ts,
-                    )
-                )
-            except (KeyError, TypeError, ValueError) as exc:
-                raise MalformedMessageError(self.id, f"Trades row {row!r}: {exc!r}") from exc
-        return trades
+        with self.reading_trade("Trades row"):
+            return [self._rest_trade(symbol, row, received_ts) for row in books[0]]
+
+    def _rest_trade(self, symbol: str, row: Any, received_ts: int) -> Any:
+        price, volume, seconds, side, _order_type, _misc, trade_id = row
+        return self.build_trade(
+            symbol=symbol,
+            trade_id=str(_integer(trade_id)),
+            price=float(price),
+            size=float(volume),
+            side=REST_SIDES[side],
+            ts=seconds_to_ms(seconds),
+            received_ts=received_ts,
+        )
 
 
 def _integer(value: object) -> int:

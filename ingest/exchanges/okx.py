@@ -67,10 +67,10 @@ class Okx(ExchangeAdapter):
 
     def parse(self, raw: bytes | str, received_ts: int) -> Parsed:
         if (raw.encode() if isinstance(raw, str) else raw) == PONG:
-            return Parsed("pong")
-        message = self.decode_json(raw)
-        if not isinstance(message, dict):
-            return Parsed("unknown", detail="not a JSON object")
+            return Parsed("pong")  # plain text, not JSON: answered before decoding
+        return super().parse(raw, received_ts)
+
+    def parse_object(self, message: dict[str, Any], received_ts: int) -> Parsed:
         event = message.get("event")
         if event == "subscribe":
             return Parsed("ack", detail=str(message.get("arg")))
@@ -88,21 +88,16 @@ class Okx(ExchangeAdapter):
         return [self._trade(row, self.symbols.to_normalized, received_ts) for row in data]
 
     def _trade(self, row: Any, symbol_of: Callable[[str], str], received_ts: int) -> Any:
-        try:
-            fields = {
-                "symbol": symbol_of(row["instId"]),
-                "trade_id": str(_digits(row["tradeId"])),
-                "price": float(row["px"]),
-                "size": float(row["sz"]),
-                "side": SIDES[row["side"]],
-                "ts": _digits(row["ts"]),
-                "received_ts": received_ts,
-            }
-        except KeyError as exc:
-            raise MalformedMessageError(self.id, f"trade without field or side {exc}") from exc
-        except (TypeError, ValueError) as exc:
-            raise MalformedMessageError(self.id, f"trade with a bad value: {exc}") from exc
-        return self.build_trade(**fields)
+        with self.reading_trade():
+            return self.build_trade(
+                symbol=symbol_of(row["instId"]),
+                trade_id=str(_digits(row["tradeId"])),
+                price=float(row["px"]),
+                size=float(row["sz"]),
+                side=SIDES[row["side"]],
+                ts=_digits(row["ts"]),
+                received_ts=received_ts,
+            )
 
     def backfill_request(
         self, symbol: str, first_id: int, last_id: int, *, after_ms: int = 0
@@ -113,7 +108,7 @@ class Okx(ExchangeAdapter):
                 "instId": self.symbols.to_exchange(symbol),
                 "type": "1",
                 "after": last_id + 1,  # older than this id: the page ends at `last_id`
-                "limit": min(self.backfill_page_size, last_id - first_id + 1),
+                "limit": self.page_limit(first_id, last_id),
             },
         )
 
