@@ -5,10 +5,11 @@ to the arrival order, so an update is a binary search plus one C-level list shif
 (`bisect.insort`, at most N pointers), the median is an index, and the MAD is found
 without materializing the deviations: below the median they are `m - x` read
 backwards, above it `x - m` read forwards, two sorted sequences whose k-th smallest
-element a binary search finds in O(log N). Windows of up to 256 values sort the two
-runs instead (Timsort merges them in C, faster at those sizes; `CandleStream` calls
-this twice per closed candle of every interval). Both are exact and pick the same
-element, so a replay gives the same bits.
+element a binary search finds in O(log N). Windows of up to 256 values walk the two
+runs outwards from the median instead, taking the smaller deviation each step: at those
+sizes the plain loop beats the search and sorting alike (`CandleStream` calls this twice
+per closed candle of every interval). Both are exact and pick the same element, so a
+replay gives the same bits.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from collections.abc import Callable, Iterable
 
 # 1 / Phi^-1(3/4): MAD x this estimates the standard deviation of a normal sample.
 MAD_TO_SIGMA = 1.482602218505602
-# Up to this window size the MAD sorts the deviations (measured faster); above, it
-# searches the two sorted runs in O(log N).
-SORT_DEVIATIONS_UP_TO = 256
+# Up to this window size the MAD walks the two sorted runs (measured faster); above, it
+# searches them in O(log N).
+WALK_DEVIATIONS_UP_TO = 256
 
 
 def kth_of_two_sorted(
@@ -93,15 +94,21 @@ class RollingRobust:
         center = self.median()
         split = bisect_left(values, center)
         middle = count // 2
-        if count <= SORT_DEVIATIONS_UP_TO:
-            # Two ascending runs that Timsort merges in C: faster than the binary search
-            # below for the usual windows (60: ~9 vs ~20 µs), and the same values exactly.
-            deviations = [center - value for value in values[split - 1 :: -1]] if split else []
-            deviations += [value - center for value in values[split:]]
-            deviations.sort()
-            if count % 2:
-                return deviations[middle]
-            return (deviations[middle - 1] + deviations[middle]) / 2
+        if count <= WALK_DEVIATIONS_UP_TO:
+            # Merge the two ascending runs up to the middle: ~2.5 µs for a window of 60,
+            # against ~4.4 µs to sort all the deviations and ~20 µs to search.
+            lower, upper = split - 1, split
+            previous = current = 0.0
+            for _ in range(middle + 1):
+                if lower >= 0 and (
+                    upper >= count or center - values[lower] <= values[upper] - center
+                ):
+                    previous, current = current, center - values[lower]
+                    lower -= 1
+                else:
+                    previous, current = current, values[upper] - center
+                    upper += 1
+            return current if count % 2 else (previous + current) / 2
 
         def below(i: int) -> float:
             return center - values[split - 1 - i]

@@ -1,5 +1,6 @@
-"""The two MAD paths of `RollingRobust` (sorted runs for small windows, binary search
-for large ones) give the same bits, and both equal numpy's median absolute deviation."""
+"""The two MAD paths of `RollingRobust` (a walk of the sorted runs for small windows,
+binary search for large ones) give the same bits, and both equal numpy's median absolute
+deviation."""
 
 from __future__ import annotations
 
@@ -22,10 +23,10 @@ from processors.anomalies.rolling import RollingRobust
 )
 def test_both_mad_paths_pick_the_same_deviation(values: list[float]) -> None:
     window = RollingRobust(len(values), values)
-    fast = window.mad()
+    walked = window.mad()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(rolling, "SORT_DEVIATIONS_UP_TO", 0)
+        patch.setattr(rolling, "WALK_DEVIATIONS_UP_TO", 0)
         searched = window.mad()
-    assert fast == searched
+    assert walked == searched
     center = np.median(values)
-    assert fast == pytest.approx(np.median(np.abs(np.asarray(values) - center)), abs=1e-9)
+    assert walked == pytest.approx(np.median(np.abs(np.asarray(values) - center)), abs=1e-9)
