@@ -61,6 +61,13 @@ def symbol_prices(count: int) -> dict[str, float]:
 # ~250 trades of each key and a key's minute closes every ~3 batches.
 TRADES_PER_SECOND = 100.0
 START_TS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+def event_rate(options: BenchOptions) -> float:
+    """The synthetic stream's trades per second of event time (`--event-rate`)."""
+    return options.event_rate or TRADES_PER_SECOND
+
+
 # Untimed batches run by each path before the first repetition (imports, caches).
 WARMUP_BATCHES = 20
 
@@ -325,9 +332,13 @@ def run(options: BenchOptions) -> BenchResult:
     Both paths run `options.repeats` times on the same batches; medians are reported.
     """
     options.say(f"generating {options.trades:,} trades over {options.symbols} symbols")
-    single = trade_records(options.trades, options.seed, options.symbols)
+    single = trade_records(options.trades, options.seed, options.symbols, 1, event_rate(options))
     batched = trade_records(
-        options.trades, options.seed, options.symbols, DEFAULTS.ingest_batch_trades
+        options.trades,
+        options.seed,
+        options.symbols,
+        DEFAULTS.ingest_batch_trades,
+        event_rate(options),
     )
     # The same trades per micro-batch on both paths: whole batched records for sigflow.
     baseline_batches = micro_batches(single, options.batch_size)
@@ -375,6 +386,7 @@ def run(options: BenchOptions) -> BenchResult:
             "records": f"{len(batched):,} vs {len(single):,}",
             "batch_trades": f"{options.batch_size:,}",
             "keys": options.symbols,
+            "event_rate": f"{event_rate(options):,.0f} trades/s",
             "intervals": ",".join(INTERVALS),
             "candles": len(runs["sigflow"][-1].candles),
             "repeats": options.repeats,

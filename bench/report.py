@@ -40,6 +40,10 @@ class BenchOptions:
     repeats: int = 5
     batch_size: int = 2_000
     symbols: int = 8
+    # Trades per second of event time in the synthetic stream (None: the benchmark's
+    # own default). It sets how many trades make a candle, so how many candles, indicator
+    # records and signals each trade costs.
+    event_rate: float | None = None
     progress: Callable[[str], None] | None = None
 
     def say(self, message: str) -> None:

@@ -38,7 +38,7 @@ from bench.kafka_run import (
     run_id,
 )
 from bench.processors import BASELINE_NAME as CPU_BASELINE_NAME
-from bench.processors import PathRun, bench_trades, check_same_work
+from bench.processors import PathRun, bench_trades, check_same_work, event_rate
 from bench.report import BenchmarkError, BenchOptions, BenchResult, Measurement
 from ingest.producer import EventProducer
 from schemas.codec import codec_for
@@ -116,7 +116,7 @@ async def measure(options: BenchOptions, bootstrap: str, run_dir: Path) -> dict[
     }
     try:
         options.say(f"generating {options.trades:,} trades over {options.symbols} symbols")
-        trades = bench_trades(options.trades, options.seed, options.symbols)
+        trades = bench_trades(options.trades, options.seed, options.symbols, event_rate(options))
         options.say(f"writing them to {bootstrap} (topics {prefix}-*)")
         await fill_topics(inputs, trades)
         ends = {path: await end_offsets(bootstrap, inputs[path].topic("trades")) for path in PATHS}
@@ -178,6 +178,7 @@ def run(options: BenchOptions) -> BenchResult:
             "trades": f"{options.trades:,}",
             "records": f"{measured['records']['sigflow']:,} vs {measured['records']['baseline']:,}",
             "keys": options.symbols,
+            "event_rate": f"{event_rate(options):,.0f} trades/s",
             "candles": counts["candles"],
             "indicators": counts["indicators"],
             "signals": counts["signals"],

@@ -259,6 +259,16 @@ def bench(
     symbols: Annotated[
         int, typer.Option(min=1, help="Distinct symbols (keys) the trades spread over.")
     ] = 8,
+    event_rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="Trades per second of event time in the synthetic stream: with 8 symbols, "
+            "100 makes ~12 trades per 1 s candle (a replay far faster than real time); "
+            "the rate a worker keeps up with live means one candle per key and second. "
+            "Default: the benchmark's own.",
+        ),
+    ] = None,
 ) -> None:
     """Measure sigflow against a baseline in the same run: a table, then one JSON line.
 
@@ -282,6 +292,7 @@ def bench(
         repeats=repeats,
         batch_size=batch_size,
         symbols=symbols,
+        event_rate=event_rate,
         progress=console.print,
     )
     # Report on stdout (its last line is the JSON); progress goes to stderr.
