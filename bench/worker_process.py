@@ -71,8 +71,10 @@ def main(argv: list[str]) -> None:
 
         asyncio.run(relay(settings, Path(state_file)))
         return
-    from faust.worker import Worker
+    from processors.app import faust_worker
+    from sigflow.logs import configure_logging
 
+    configure_logging(settings.log_level, json=settings.log_json)
     if kind == "sigflow":
         import asyncio
 
@@ -87,7 +89,7 @@ def main(argv: list[str]) -> None:
     else:
         raise SystemExit(f"unknown worker kind {kind!r}: sigflow, naive or relay")
     app.sensors.add(DrainSensor(settings.topic("trades"), ends, Path(state_file)))
-    Worker(app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()
+    faust_worker(app, settings).execute_from_commandline()  # as `sigflow process` runs it
 
 
 if __name__ == "__main__":

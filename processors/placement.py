@@ -9,14 +9,18 @@ its input on a rebalance. `partition_key` finds such a key by trying suffixes.
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 from itertools import count
 
 from aiokafka.partitioner import murmur2
 
 
+@lru_cache(maxsize=65536)
 def key_partition(key: bytes, partitions: int) -> int:
-    """The partition of `partitions` that Kafka's default partitioner gives `key`."""
+    """The partition of `partitions` that Kafka's default partitioner gives `key`.
+
+    Cached: output keys repeat (`exchange:symbol`), and aiokafka's murmur2 is pure
+    Python."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 

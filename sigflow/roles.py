@@ -68,7 +68,7 @@ def run_processor(settings: Settings) -> None:
     """Run the Faust worker until SIGTERM/SIGINT (blocks; exits the process)."""
     from faust.worker import Worker
 
-    from processors.app import create_app, ensure_processor_topics
+    from processors.app import create_app, ensure_processor_topics, faust_worker
 
     with role_lifecycle(settings, "process") as readiness:
 
@@ -80,12 +80,7 @@ def run_processor(settings: Settings) -> None:
         (settings.data_dir / "processor").mkdir(parents=True, exist_ok=True)
         app = create_app(settings)
         asyncio.run(ensure_processor_topics(settings, app))
-        # override_logging=False: Faust and mode log through sigflow's handler (JSON).
-        worker = ReadyWorker(
-            app, loglevel=settings.log_level.lower(), quiet=True, override_logging=False
-        )
-        worker.spinner = None  # a terminal spinner writes escape codes into the log
-        worker.execute_from_commandline()
+        faust_worker(app, settings, ReadyWorker).execute_from_commandline()
 
 
 def run_sink(settings: Settings) -> None:

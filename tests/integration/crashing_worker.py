@@ -4,9 +4,7 @@
 
 from __future__ import annotations
 
-from faust.worker import Worker
-
-from processors.app import AgentRunner, Step, faust_app
+from processors.app import AgentRunner, Step, faust_app, faust_worker
 from processors.candle_stream import RawRecord
 from sigflow.logs import configure_logging
 from sigflow.settings import Settings
@@ -22,7 +20,7 @@ def main() -> None:
     (settings.data_dir / "processor").mkdir(parents=True, exist_ok=True)
     app = faust_app(settings)
     AgentRunner(app, settings).add("explode", [settings.topic("trades")], explode)
-    Worker(app, loglevel="info", quiet=True, override_logging=False).execute_from_commandline()
+    faust_worker(app, settings).execute_from_commandline()
 
 
 if __name__ == "__main__":

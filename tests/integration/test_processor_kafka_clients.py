@@ -1,6 +1,6 @@
 """The processor's Kafka clients where Faust on aiokafka lost records or stalled:
 partitions never committed are read again after a seek, and an agent that raises
-stops the worker."""
+stops the worker; and its outputs, written as whole record batches."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import subprocess
 import sys
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from processors import faust_transport
-from processors.app import create_app, ensure_processor_topics
+from processors.app import create_app, ensure_processor_topics, send_in_batches
 from processors.faust_transport import seek_to_committed_or_earliest
+from sigflow.kafka import ensure_topics
 from sigflow.settings import Settings, settings_env
 from tests.integration.raw_records import send_raw
 
@@ -55,6 +56,40 @@ async def test_a_partition_never_committed_is_read_from_the_start_again_after_a_
         assert await read_offsets(consumer, 5) == [0, 1, 2, 3, 4]
     finally:
         await consumer.stop()
+
+
+async def test_outputs_larger_than_a_record_batch_arrive_whole_and_in_order(
+    pipeline_settings: Settings,
+) -> None:
+    settings = pipeline_settings
+    await ensure_topics(settings)
+    topic, partition = settings.topic("candles"), settings.topic_partitions - 1
+    records = [(b"k%d" % n, b"v%d" % n * 100, [("n", b"%d" % n)]) for n in range(50)]
+    # ~300-byte records against a 1 kB batch: the run spans a dozen batches.
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", max_batch_size=1024
+    )
+    await producer.start()
+    try:
+        deliveries = await send_in_batches(producer, topic, partition, records)
+        await producer.flush()
+        await asyncio.gather(*deliveries)
+    finally:
+        await producer.stop()
+    assert len(deliveries) > 5
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, partition)])
+        await consumer.seek_to_beginning()
+        got = []
+        async with asyncio.timeout(30):
+            while len(got) < len(records):
+                for batch in (await consumer.getmany(timeout_ms=500)).values():
+                    got.extend((r.key, r.value, list(r.headers)) for r in batch)
+    finally:
+        await consumer.stop()
+    assert got == records
 
 
 async def test_the_table_changelogs_exist_with_the_input_partitions_before_the_worker_starts(
