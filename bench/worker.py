@@ -14,8 +14,9 @@ Timed: from the wall-clock moment the first input record reached the agent to th
 moment the last record of every input partition was acked (processed, its outputs
 flushed), as the worker's `DrainSensor` notes them; start-up (group join, changelog
 topics) is excluded. Each repetition is a fresh worker with a fresh consumer group (and
-changelog) on the same input; afterwards its committed offsets must show zero lag, and
-both contenders must have written the same candles (`check_same_work`).
+changelog) on the same trades (sigflow's on fresh topics: `repetition_prefix`);
+afterwards its committed offsets must show zero lag, and both contenders must have
+written the same candles (`check_same_work`).
 """
 
 from __future__ import annotations
@@ -55,21 +56,32 @@ SLOWEST_RATE = 1_000.0  # trades/s below which a drain counts as stuck
 LAG_TIMEOUT_SECONDS = 30.0
 
 
-async def fill_topics(inputs: dict[str, Settings], trades: list[Any]) -> None:
-    """The same trades into each path's `trades` topic: batched for sigflow, one per record
-    for the baseline, both through `EventProducer` (keys, partitioner, acks as in ingest)."""
-    codec = codec_for(Trade)
-    async with EventProducer(inputs["sigflow"], "bench") as producer:
-        for trade in trades:
-            await producer.send_trade(trade, "bench")
+async def fill_input(path: str, settings: Settings, trades: list[Any]) -> dict[int, int]:
+    """Write `trades` into the path's `trades` topic (batched for sigflow, one per record
+    for the baseline, both through `EventProducer`: keys, partitioner and acks as in
+    ingest); the topic's end offsets."""
+    async with EventProducer(settings, "bench") as producer:
+        if path == "sigflow":
+            for trade in trades:
+                await producer.send_trade(trade, "bench")
+        else:
+            codec, topic = codec_for(Trade), settings.topic("trades")
+            for trade in trades:
+                key = f"{trade.exchange}:{trade.symbol}".encode()
+                await producer.send(topic, key, codec.encode(trade), "bench")
         await producer.flush()
-    baseline = inputs["baseline"]
-    async with EventProducer(baseline, "bench") as producer:
-        topic = baseline.topic("trades")
-        for trade in trades:
-            key = f"{trade.exchange}:{trade.symbol}".encode()
-            await producer.send(topic, key, codec.encode(trade), "bench")
-        await producer.flush()
+    return await end_offsets(settings.kafka_bootstrap, settings.topic("trades"))
+
+
+def repetition_prefix(prefix: str, path: str, repetition: int) -> str:
+    """The topic prefix of one path's repetition.
+
+    sigflow's alerts agent reads the signals and anomalies topics from the start, so a
+    repetition on topics an earlier one wrote would also alert on that one's signals:
+    each gets fresh topics and its own copy of the input. The naive agent reads only its
+    input, which all its repetitions share.
+    """
+    return f"{prefix}-{path}-{repetition}" if path == "sigflow" else f"{prefix}-{path}"
 
 
 async def drain_once(
@@ -110,28 +122,23 @@ async def wait_for_zero_lag(settings: Settings) -> None:
 
 async def measure(options: BenchOptions, bootstrap: str, run_dir: Path) -> dict[str, Any]:
     prefix = run_id()
-    inputs = {
-        path: bench_settings(bootstrap, f"{prefix}-{path}", f"{prefix}-{path}", run_dir / path)
-        for path in PATHS
-    }
+    options.say(f"generating {options.trades:,} trades over {options.symbols} symbols")
+    trades = bench_trades(options.trades, options.seed, options.symbols, event_rate(options))
     try:
-        options.say(f"generating {options.trades:,} trades over {options.symbols} symbols")
-        trades = bench_trades(options.trades, options.seed, options.symbols, event_rate(options))
-        options.say(f"writing them to {bootstrap} (topics {prefix}-*)")
-        await fill_topics(inputs, trades)
-        ends = {path: await end_offsets(bootstrap, inputs[path].topic("trades")) for path in PATHS}
+        ends: dict[str, dict[int, int]] = {}
         seconds: dict[str, list[float]] = {path: [] for path in PATHS}
         counts: dict[str, Counter[str]] = {}
         for repetition in range(options.repeats):
             candles: dict[str, list[tuple[bytes, bytes]]] = {}
             order = PATHS if repetition % 2 == 0 else PATHS[::-1]
             for path in order:
+                topics = repetition_prefix(prefix, path, repetition)
                 settings = bench_settings(
-                    bootstrap,
-                    f"{prefix}-{path}",
-                    f"{prefix}-{path}-{repetition}",
-                    run_dir / path,
+                    bootstrap, topics, f"{prefix}-{path}-{repetition}", run_dir / path
                 )
+                if path == "sigflow" or path not in ends:
+                    options.say(f"writing the trades to {bootstrap} (topics {topics}.*)")
+                    ends[path] = await fill_input(path, settings, trades)
                 took, candles[path], counts[path] = await drain_once(
                     KINDS[path], settings, run_dir, ends[path], len(trades)
                 )

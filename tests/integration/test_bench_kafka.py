@@ -29,7 +29,7 @@ def test_worker_bench_drains_both_workers_and_prints_the_json_line(
 ) -> None:
     monkeypatch.setenv("SIGFLOW_KAFKA_BOOTSTRAP", kafka_bootstrap)
     # Enough trades to close a few windows per key, so the candle comparison has work.
-    line = json_line("worker", BenchOptions(trades=12_000, repeats=1, symbols=4))
+    line = json_line("worker", BenchOptions(trades=12_000, repeats=2, symbols=4))
 
     assert (line["bench"], line["unit"]) == ("worker", "trades/s")
     assert line["sigflow"] > 0 and line["baseline"] > 0
