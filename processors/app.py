@@ -20,7 +20,7 @@ input offsets kept in state (`input_positions.py`), made effectively-once for st
 those offsets and the last-offset check each stream keeps per key, and for output by
 deterministic records (natural keys, deterministic anomaly and alert ids), which the
 ClickHouse sink and webhook receivers deduplicate. Each batch's outputs and changelog
-are flushed before its offsets can be acked. Faust's `exactly_once` mode was tried
+are delivered before its offsets can be acked. Faust's `exactly_once` mode was tried
 against Kafka 4.4 and never consumed its own repartitioned records, so it is not used.
 """
 
@@ -51,7 +51,7 @@ from processors.onchain_stream import OnchainStream, PriceFeed, Source
 from processors.placement import key_partition
 from processors.pricing import TokenPrices, load_token_prices
 from processors.signals import SignalEngine, load_rules
-from processors.state_table import KeyPartitionedTable
+from processors.state_table import ChangelogRecord, KeyPartitionedTable
 from schemas.topics import DAY_MS
 from sigflow import tracing
 from sigflow.kafka import ensure_topics
@@ -334,13 +334,14 @@ def count_anomalies(kinds: Mapping[str, int]) -> None:
 
 class AgentRunner:
     """Registers the app's agents, all one loop: take a micro-batch, complete it from
-    the input positions, run its pure step, publish the outputs, store the state and the
-    positions, flush, then let the batch be acked."""
+    the input positions, run its pure step, send its outputs with its new state and
+    positions, wait for all of them to be delivered, then let the batch be acked."""
 
     def __init__(self, app: faust.App, settings: Settings) -> None:
         self.app = app
         self.settings = settings
-        self.positions = InputPositions(self.table("input-positions"), settings)
+        self.positions_table = self.table("input-positions")
+        self.positions = InputPositions(self.positions_table, settings)
 
         async def close_positions(sender: Any, *_: Any, **__: Any) -> None:
             await self.positions.close()  # sent once the consumer and agents stopped
@@ -373,28 +374,29 @@ class AgentRunner:
                 started = time.perf_counter()
                 records = await self.positions.next_records(raw_records(events), name)
                 result = step(records)
-                deliveries = await self.publish(result.outputs)
+                changes = self.store(self.positions_table, self.positions.positions_after(records))
                 if table is not None:
-                    self.store(table, result.states)
-                self.positions.advance(records)
-                await self.app.producer.flush()
+                    changes += self.store(table, result.states)
+                deliveries = await self.publish(result.outputs, changes)
                 await asyncio.gather(*deliveries)  # a failed send fails the batch: no ack
                 self.observe(name, events, started)
 
         source = self.app.topic(*sources, key_serializer="raw", value_serializer="raw")
         self.app.agent(source, name=f"sigflow.{name}")(agent)
 
-    async def publish(self, outputs: list[Output]) -> list[asyncio.Future[Any]]:
-        """Hand every output record to the producer (to every partition of its topic when
-        `broadcast`); the delivery futures of the record batches they went out in.
+    async def publish(
+        self, outputs: list[Output], changes: list[ChangelogRecord]
+    ) -> list[asyncio.Future[Any]]:
+        """Hand every output record (to every partition of its topic when `broadcast`)
+        and every state change to the producer; the delivery futures of the record
+        batches they went out in.
 
         Straight into aiokafka record batches, one run per topic partition, on Faust's
         producer: `Topic.send` wraps each record in Faust's own future, callbacks and
         sensors, and even aiokafka's `send` costs a coroutine, a metadata check and a
         future per record; once a batch closes thousands of 1 s candles that was most of
         the worker's time. Keys go to the partitions the default partitioner would pick
-        (murmur2), each partition's records in order, and the flush before the ack
-        covers them.
+        (murmur2), each partition's records in order.
         """
         kafka = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
         runs: dict[tuple[str, int], list[tuple[bytes, bytes, Any]]] = defaultdict(list)
@@ -409,18 +411,20 @@ class AgentRunner:
                 )
                 for partition in targets:
                     runs[output.topic, partition].append((key, value, headers))
+        for change in changes:
+            runs[change.topic, change.partition].append((change.key, change.value, None))
         deliveries = []
         for (topic, partition), records in runs.items():
             deliveries += await send_in_batches(kafka, topic, partition, records)
         return deliveries
 
-    def store(self, table: Any, states: dict[bytes, Any]) -> None:
-        """Write new state before the flush that precedes the ack: a rebalance that
-        re-reads the changelog must never find it behind the stream, or the input in
-        between would be lost."""
-        for key, new_state in states.items():
-            table[key] = new_state
+    def store(self, table: Any, states: Mapping[bytes, Any]) -> list[ChangelogRecord]:
+        """Set the batch's new state in `table`; its changelog records, which must be
+        delivered before the batch is acked: a rebalance that re-reads the changelog must
+        never find it behind the stream, or the input in between would be lost."""
+        changes: list[ChangelogRecord] = table.stage(states)
         metrics.TABLE_KEYS.labels(table.name).set(len(table))
+        return changes
 
     def observe(self, name: str, events: list[Any], started: float) -> None:
         metrics.EVENTS_PROCESSED.labels(name).inc(len(events))

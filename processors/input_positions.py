@@ -68,14 +68,10 @@ class InputPositions:
             result.extend(fresh)
         return result
 
-    def advance(self, records: list[RawRecord]) -> None:
-        """Remember the newest offset of `records` per partition (before the flush that
-        precedes the ack, like the rest of the state)."""
-        newest: dict[tuple[str, int], int] = {}
-        for record in records:
-            newest[(record.topic, record.partition)] = record.offset
-        for (topic, partition), offset in newest.items():
-            self.table[self.key(topic, partition)] = offset
+    def positions_after(self, records: list[RawRecord]) -> dict[bytes, int]:
+        """The table entries once `records` are folded in: the newest offset per input
+        partition, for the caller to store with the batch's state (before the ack)."""
+        return {self.key(record.topic, record.partition): record.offset for record in records}
 
     async def start_offset(self, topic: str, partition: int) -> int:
         """Where the processor starts on a partition it never folded in: its group's
