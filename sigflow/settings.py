@@ -219,7 +219,7 @@ class Settings(BaseSettings):
         description="Most records in one processor micro-batch.",
     )
     processor_batch_seconds: float = Field(
-        0.01,
+        0.005,
         gt=0,
         description="Longest a processor micro-batch waits to fill (the latency it adds).",
     )
