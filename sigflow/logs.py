@@ -8,8 +8,10 @@ log call passes in `extra=` (topic, partition, offset, key, ...), and `trace_id`
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -44,6 +46,37 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class RepeatFilter(logging.Filter):
+    """Lets one record per logger, level and message template through every `interval`
+    seconds, for the loggers under `prefix`; the next one to pass says how many it hid.
+
+    aiokafka logs every failed reconnect, metadata refresh and fetch at ERROR: with the
+    broker away, a processor wrote ~55 such lines a second, burying anything else.
+    """
+
+    def __init__(
+        self, prefix: str, interval: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.prefix, self.interval, self.clock = prefix, interval, clock
+        self._last: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefix):
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = self.clock()
+        shown, hidden = self._last.get(key, (-math.inf, 0))
+        if now - shown < self.interval:
+            self._last[key] = (shown, hidden + 1)
+            return False
+        self._last[key] = (now, 0)
+        if hidden:
+            record.suppressed = hidden  # an extra field in JSON lines
+            record.msg = f"{record.msg} ({hidden} more like this since the last shown)"
+        return True
+
+
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     """Send every logger to stderr in the chosen format (call once per process)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -53,6 +86,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     else:
         formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler.setFormatter(formatter)
+    handler.addFilter(RepeatFilter("aiokafka"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
