@@ -61,15 +61,13 @@ def symbol_prices(count: int) -> dict[str, float]:
 # ~250 trades of each key and a key's minute closes every ~3 batches.
 TRADES_PER_SECOND = 100.0
 START_TS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+# Untimed batches run by each path before the first repetition (imports, caches).
+WARMUP_BATCHES = 20
 
 
 def event_rate(options: BenchOptions) -> float:
     """The synthetic stream's trades per second of event time (`--event-rate`)."""
     return options.event_rate or TRADES_PER_SECOND
-
-
-# Untimed batches run by each path before the first repetition (imports, caches).
-WARMUP_BATCHES = 20
 
 
 @dataclass

@@ -12,7 +12,7 @@ pre-filled topic, in its own worker process:
 
 Timed: from the wall-clock moment the first input record reached the agent to the
 moment the last record of every input partition was acked (processed, its outputs
-flushed), as the worker's `DrainSensor` notes them; start-up (group join, changelog
+delivered), as the worker's `DrainSensor` notes them; start-up (group join, changelog
 topics) is excluded. Each repetition is a fresh worker with a fresh consumer group (and
 changelog) on the same trades (sigflow's on fresh topics: `repetition_prefix`);
 afterwards its committed offsets must show zero lag, and both contenders must have

@@ -340,8 +340,7 @@ class AgentRunner:
     def __init__(self, app: faust.App, settings: Settings) -> None:
         self.app = app
         self.settings = settings
-        self.positions_table = self.table("input-positions")
-        self.positions = InputPositions(self.positions_table, settings)
+        self.positions = InputPositions(self.table("input-positions"), settings)
 
         async def close_positions(sender: Any, *_: Any, **__: Any) -> None:
             await self.positions.close()  # sent once the consumer and agents stopped
@@ -374,7 +373,7 @@ class AgentRunner:
                 started = time.perf_counter()
                 records = await self.positions.next_records(raw_records(events), name)
                 result = step(records)
-                changes = self.store(self.positions_table, self.positions.positions_after(records))
+                changes = self.store(self.positions.table, self.positions.positions_after(records))
                 if table is not None:
                     changes += self.store(table, result.states)
                 deliveries = await self.publish(result.outputs, changes)

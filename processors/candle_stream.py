@@ -60,7 +60,7 @@ class BatchResult:
     """What one micro-batch produced."""
 
     candles: list[tuple[bytes, bytes]] = field(default_factory=list)
-    closed: list[Any] = field(default_factory=list)  # the same candles, decoded
+    closed: list[Any] = field(default_factory=list)  # the same candles, as structs
     indicators: list[tuple[bytes, bytes]] = field(default_factory=list)
     signals: list[tuple[bytes, bytes]] = field(default_factory=list)
     anomalies: list[tuple[bytes, bytes]] = field(default_factory=list)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import MutableMapping
+from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 class InputPositions:
     """The last offset folded in per input partition, and the records to fold next."""
 
-    def __init__(self, table: MutableMapping[bytes, int], settings: Settings) -> None:
-        self.table = table  # the processor's changelogged Faust table
+    def __init__(self, table: Mapping[bytes, int], settings: Settings) -> None:
+        self.table = table  # the processor's changelogged Faust table (read here only)
         self.settings = settings
         self._reader: AIOKafkaConsumer | None = None
         self._reader_started = asyncio.Lock()  # agents share it: start it once
