@@ -120,15 +120,18 @@ class CandleStream:
     def process(self, records: Iterable[RawRecord], load_state: StateLoader) -> BatchResult:
         """Decode, dead-letter and aggregate a batch; return outputs and new state per key."""
         result = BatchResult()
-        by_key: dict[bytes, list[tuple[RawRecord, Any]]] = defaultdict(list)
-        by_partition: dict[int, list[tuple[int, bytes, int]]] = defaultdict(list)
+        by_key: dict[bytes, list[tuple[RawRecord, list[Any]]]] = defaultdict(list)
+        by_partition: dict[int, list[tuple[int, bytes, list[int]]]] = defaultdict(list)
         for record in records:
             key = record.key or b""
-            for trade in self._decode(record, result):
-                by_key[key].append((record, trade))
-                by_partition[record.partition].append((record.offset, key, trade.ts))
-        for key, items in by_key.items():
-            self._process_key(key, items, load_state(key), result)
+            trades = self._decode(record, result)
+            if trades:
+                by_key[key].append((record, trades))
+                by_partition[record.partition].append(
+                    (record.offset, key, [trade.ts for trade in trades])
+                )
+        for key, runs in by_key.items():
+            self._process_key(key, runs, load_state(key), result)
         for partition, observed in by_partition.items():
             state_key = feed_clock_key(partition, self.partitions)
             clock = FeedClock.from_dict(
@@ -150,6 +153,9 @@ class CandleStream:
             return []
         for element in rejected:
             result.dead_letters.append(reject_element(record, element, "schema", COMPONENT))
+        exchange, _, symbol = (record.key or b"").decode(errors="replace").partition(":")
+        if all(trade.exchange == exchange and trade.symbol == symbol for trade in trades):
+            return trades  # the usual case, checked without a string per trade
         good = []
         for trade in trades:
             expected = f"{trade.exchange}:{trade.symbol}".encode()
@@ -164,16 +170,19 @@ class CandleStream:
     def _process_key(
         self,
         key: bytes,
-        items: list[tuple[RawRecord, Any]],
+        runs: list[tuple[RawRecord, list[Any]]],
         saved: dict[str, Any] | None,
         result: BatchResult,
     ) -> None:
+        """Fold one key's records (each with its decoded trades, in offset order)."""
         last_offset = saved["offset"] if saved else -1
-        fresh = [(record, trade) for record, trade in items if record.offset > last_offset]
-        result.skipped += len(items) - len(fresh)
+        fresh = [(record, trades) for record, trades in runs if record.offset > last_offset]
+        result.skipped += sum(len(trades) for _, trades in runs) - sum(
+            len(trades) for _, trades in fresh
+        )
         if not fresh:
             return
-        trades = [trade for _, trade in fresh]
+        trades = [trade for _, run in fresh for trade in run]
         columns = TradeColumns(
             ts=[t.ts for t in trades],
             price=[t.price for t in trades],
@@ -194,11 +203,16 @@ class CandleStream:
         )
         for name, window in in_close_order:
             self._emit(key, trades[0], state, name, window, result)
-        for late_trade in late:
-            record, trade = fresh[late_trade.index]
-            result.dead_letters.append(self._late_letter(record, trade, late_trade))
+        if late:
+            records = [record for record, run in fresh for _ in run]
+            for late_trade in late:
+                result.dead_letters.append(
+                    self._late_letter(
+                        records[late_trade.index], trades[late_trade.index], late_trade
+                    )
+                )
         result.late += len(late)
-        result.trades += len(fresh)
+        result.trades += len(trades)
         saved = result.states[key] = state.to_dict(last_offset=fresh[-1][0].offset)
         self._live[key] = (saved, state)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 from functools import cache
+from operator import attrgetter
 from typing import Annotated, Any, Generic, NamedTuple, TypeVar, cast, get_args
 
 import msgspec
@@ -143,8 +144,7 @@ class Codec(Generic[ModelT]):
             return [self.decode(data)], []
         try:
             events = self._batch_decoder.decode(data)
-            for event in events:
-                self._check_patterns(event)
+            self._check_batch_patterns(events)
         except (msgspec.ValidationError, SchemaError):
             return self._decode_each(data)
         except msgspec.DecodeError as exc:
@@ -172,6 +172,15 @@ class Codec(Generic[ModelT]):
             value = getattr(event, name)
             if value is not None and value not in self._matched[name]:
                 self._check_pattern(name, pattern, value)
+
+    def _check_batch_patterns(self, events: list[Any]) -> None:
+        """`_check_patterns` for many events: each distinct value of a field once (a
+        batch record holds one exchange and one symbol hundreds of times)."""
+        for name, pattern in self._patterns.items():
+            matched = self._matched[name]
+            for value in set(map(attrgetter(name), events)) - matched:
+                if value is not None:
+                    self._check_pattern(name, pattern, value)
 
     def _check_pattern(self, name: str, pattern: re.Pattern[str], value: str) -> None:
         if pattern.search(value) is None:

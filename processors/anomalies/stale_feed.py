@@ -6,12 +6,13 @@ lateness: the partition's watermark) runs ahead of the feed's last trade by many
 usual gaps between trades. So a replay, however fast, flags exactly the same silences,
 and a backlog being caught up flags nothing that was not silent in event time.
 
-Records are taken in partition (offset) order, one at a time, so the result does not
-depend on how they were cut into micro-batches. Each feed keeps its last trade time,
-an exponential average of its gaps (`gap_span` trades) and the highest severity already
-reported for the current silence. A min-heap holds, per watched feed, a lower bound of
-when it next crosses a threshold; only entries the watermark passes are looked at, so
-the per-trade cost is a dictionary update and one comparison.
+Records are taken in partition (offset) order, one at a time and every trade of a
+record in turn, so the result does not depend on how they were cut into micro-batches.
+Each feed keeps its last trade time, an exponential average of its gaps (`gap_span`
+trades) and the highest severity already reported for the current silence. A min-heap
+holds, per watched feed, a lower bound of when it next crosses a threshold; only entries
+the watermark passes are looked at, so the per-trade cost is a dictionary update and one
+comparison.
 
 Score = silence / usual gap. One anomaly per severity level per silence (the highest
 level reached when the watermark passes it); the next trade of the feed ends the
@@ -50,11 +51,15 @@ class FeedClock:
         self.feeds: dict[bytes, list[Any]] = feeds or {}
         self._levels = rules.thresholds.levels()
 
-    def observe(self, records: Iterable[tuple[int, bytes, int]]) -> tuple[list[Finding], list[int]]:
-        """Fold in (offset, record key, ts) in offset order; the stale findings and the lateness
-        (ms behind the feed's newest trade) of trades that arrived out of order.
+    def observe(
+        self, records: Iterable[tuple[int, bytes, list[int]]]
+    ) -> tuple[list[Finding], list[int]]:
+        """Fold in records as (offset, record key, event times of its trades), in offset
+        order; the stale findings and the lateness (ms behind the feed's newest trade) of
+        trades that arrived out of order.
 
-        Records at or below the last offset folded in are skipped (re-read after a restart).
+        Records at or below the last offset folded in are skipped (re-read after a restart);
+        every trade of the others is folded, in order.
         """
         rules, feeds, levels = self.rules, self.feeds, self._levels
         alpha = 2.0 / (rules.gap_span + 1)
@@ -69,40 +74,43 @@ class FeedClock:
         findings: list[Finding] = []
         late: list[int] = []
         offset, newest = self.offset, self.newest
-        for record_offset, key, ts in records:
+        for record_offset, key, times in records:
             if record_offset <= offset:
                 continue
             offset = record_offset
-            feed = feeds.get(key)
-            if feed is None:
-                feeds[key] = [ts, 0.0, 1, -1]
-            else:
-                last = feed[LAST]
-                if ts >= last:
-                    gap = ts - last
-                    feed[GAP] = gap if feed[TRADES] == 1 else feed[GAP] + alpha * (gap - feed[GAP])
-                    feed[LAST] = ts
-                    if feed[LEVEL] >= 0:  # the silence is over: watch for the next one
-                        feed[LEVEL] = -1
-                        if key not in queued and feed[TRADES] >= min_trades:
-                            heapq.heappush(heap, (self._deadline(feed), key))
-                            queued.add(key)
+            for ts in times:
+                feed = feeds.get(key)
+                if feed is None:
+                    feeds[key] = [ts, 0.0, 1, -1]
                 else:
-                    late.append(last - ts)
-                trades = feed[TRADES] = feed[TRADES] + 1
-                if trades == min_trades and key not in queued:
-                    heapq.heappush(heap, (self._deadline(feed), key))
-                    queued.add(key)
-            if newest is None or ts > newest:
-                newest = ts
-                watermark = ts - lateness
-                while heap and heap[0][0] <= watermark:
-                    _, due = heapq.heappop(heap)
-                    queued.discard(due)
-                    self._check(due, feeds[due], watermark, findings)
-                    if feeds[due][LEVEL] < len(levels) - 1:
-                        heapq.heappush(heap, (self._deadline(feeds[due]), due))
-                        queued.add(due)
+                    last = feed[LAST]
+                    if ts >= last:
+                        gap = ts - last
+                        feed[GAP] = (
+                            gap if feed[TRADES] == 1 else feed[GAP] + alpha * (gap - feed[GAP])
+                        )
+                        feed[LAST] = ts
+                        if feed[LEVEL] >= 0:  # the silence is over: watch for the next one
+                            feed[LEVEL] = -1
+                            if key not in queued and feed[TRADES] >= min_trades:
+                                heapq.heappush(heap, (self._deadline(feed), key))
+                                queued.add(key)
+                    else:
+                        late.append(last - ts)
+                    trades = feed[TRADES] = feed[TRADES] + 1
+                    if trades == min_trades and key not in queued:
+                        heapq.heappush(heap, (self._deadline(feed), key))
+                        queued.add(key)
+                if newest is None or ts > newest:
+                    newest = ts
+                    watermark = ts - lateness
+                    while heap and heap[0][0] <= watermark:
+                        _, due = heapq.heappop(heap)
+                        queued.discard(due)
+                        self._check(due, feeds[due], watermark, findings)
+                        if feeds[due][LEVEL] < len(levels) - 1:
+                            heapq.heappush(heap, (self._deadline(feeds[due]), due))
+                            queued.add(due)
         self.offset, self.newest = offset, newest
         return findings, late
 

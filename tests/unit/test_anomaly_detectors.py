@@ -137,10 +137,10 @@ def test_a_volume_spike_is_found_and_a_drop_is_not() -> None:
 
 def feed_records(
     feeds: dict[bytes, list[int]],
-) -> list[tuple[int, bytes, int]]:
-    """(offset, key, ts) of every feed's trades merged in time order."""
+) -> list[tuple[int, bytes, list[int]]]:
+    """(offset, key, [ts]) of every feed's trades merged in time order, one per record."""
     merged = sorted((ts, key) for key, times in feeds.items() for ts in times)
-    return [(offset, key, ts) for offset, (ts, key) in enumerate(merged)]
+    return [(offset, key, [ts]) for offset, (ts, key) in enumerate(merged)]
 
 
 def test_a_feed_that_stops_is_flagged_at_each_severity_by_the_others_event_time() -> None:
@@ -183,10 +183,22 @@ def test_stale_feed_findings_do_not_depend_on_batching_and_skip_re_read_records(
 def test_out_of_order_trades_report_their_lateness_and_never_count_as_gaps() -> None:
     clock = FeedClock(RULES.stale_feed, 0)
     _, late = clock.observe(
-        [(0, b"a:X-USDT", 1_000), (1, b"a:X-USDT", 5_000), (2, b"a:X-USDT", 4_200)]
+        [(0, b"a:X-USDT", [1_000]), (1, b"a:X-USDT", [5_000]), (2, b"a:X-USDT", [4_200])]
     )
     assert late == [800]
     assert clock.feeds[b"a:X-USDT"][:3] == [5_000, 4_000, 3]
+
+
+def test_every_trade_of_a_batch_record_counts_and_a_re_read_record_none() -> None:
+    one_per_record = FeedClock(RULES.stale_feed, 0)
+    one_per_record.observe([(n, b"a:X-USDT", [ts]) for n, ts in enumerate([0, 10, 30, 25, 60])])
+    batched = FeedClock(RULES.stale_feed, 0)
+    _, late = batched.observe([(7, b"a:X-USDT", [0, 10, 30]), (8, b"a:X-USDT", [25, 60])])
+    assert late == [5]
+    assert batched.feeds == one_per_record.feeds
+    assert batched.feeds[b"a:X-USDT"][2] == 5  # trades seen
+    again, _ = batched.observe([(8, b"a:X-USDT", [25, 60])])
+    assert again == [] and batched.feeds[b"a:X-USDT"][2] == 5
 
 
 def test_divergence_flags_the_exchange_that_drifts_and_reports_spreads() -> None:

@@ -71,6 +71,40 @@ def test_jumps_spikes_and_stale_feeds_come_out_of_the_candle_stream_whatever_the
     assert set(by_symbol) == {b"BTC-USDT"}
 
 
+def test_stale_feeds_and_lateness_are_the_same_when_trades_come_in_batch_records() -> None:
+    scenario = Scenario(
+        exchanges=("binance", "coinbase"),
+        symbols={"BTC-USDT": 60_000.0},
+        minutes=20,
+        trades_per_second=2.0,
+        seed=4,
+        stale=(("binance", "BTC-USDT", 10 * MINUTE, 16 * MINUTE),),
+    )
+    codec = codec_for(Trade)
+    trades = list(market_trades(scenario))
+    # One feed's trades swap pairwise now and then: out of order within a batch record.
+    for index in range(5, len(trades) - 1, 400):
+        trades[index], trades[index + 1] = trades[index + 1], trades[index]
+    singles, batches, run_of = [], [], []
+    for trade in trades:
+        key = f"{trade.exchange}:{trade.symbol}".encode()
+        singles.append(RawRecord("t", 0, len(singles), key, codec.encode(trade)))
+        if run_of and (len(run_of) == 50 or run_of[0][0] != key):
+            value = codec.encode_batch([t for _, t in run_of])
+            batches.append(RawRecord("t", 0, len(batches), run_of[0][0], value))
+            run_of = []
+        run_of.append((key, trade))
+    batches.append(
+        RawRecord("t", 0, len(batches), run_of[0][0], codec.encode_batch([t for _, t in run_of]))
+    )
+    one_each, _, late_singles = run(singles, 200)
+    batched, _, late_batched = run(batches, 7)
+    stale = [a for a in one_each if a["kind"] == "stale_feed"]
+    assert [a["severity"] for a in stale] == ["info", "warning", "critical"]
+    assert [a for a in batched if a["kind"] == "stale_feed"] == stale
+    assert late_batched == late_singles > 0
+
+
 def test_the_stale_feed_clock_skips_records_it_has_already_seen() -> None:
     codec = codec_for(Trade)
     trade = codec.build(
