@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from operator import mul
 from typing import Any, ClassVar
 
 from processors.exceptions import IndicatorInputError, IndicatorStateError
@@ -84,10 +85,15 @@ def _mean(values: deque[float] | list[float]) -> float:
     return math.fsum(values) / len(values)
 
 
-def population_stdev(values: deque[float] | list[float]) -> float:
-    """Two-pass population standard deviation: exact where `E[x^2] - E[x]^2` cancels."""
-    mean = _mean(values)
-    return math.sqrt(math.fsum((value - mean) ** 2 for value in values) / len(values))
+def population_stdev(values: deque[float] | list[float], mean: float | None = None) -> float:
+    """Two-pass population standard deviation: exact where `E[x^2] - E[x]^2` cancels.
+
+    `mean` is the values' own mean when the caller has it already (Bollinger bands).
+    """
+    if mean is None:
+        mean = _mean(values)
+    deviations = [value - mean for value in values]
+    return math.sqrt(math.fsum(map(mul, deviations, deviations)) / len(values))
 
 
 def _expect_kind(state: State, kind: str) -> None:
@@ -283,7 +289,7 @@ class BollingerBands:
         if len(self.window) < self.period:
             return None
         middle = _mean(self.window)
-        width = population_stdev(self.window) * self.deviations
+        width = population_stdev(self.window, middle) * self.deviations
         return middle + width, middle, middle - width
 
     def to_dict(self) -> State:

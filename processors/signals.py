@@ -123,14 +123,6 @@ def crossing_strength(gap_before: float, gap_now: float, scale: float) -> float:
     return max(min(1.0, abs(gap_now - gap_before) / scale), _SMALLEST_STRENGTH)
 
 
-def series_value(values: Mapping[str, float], name: str) -> float | None:
-    """A series' value on one candle, None while it warms up (absent or not finite)."""
-    value = values.get(name)
-    if value is None or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def _known_series(name: str) -> str:
     if name not in SERIES_NAMES:
         known = ", ".join(sorted(SERIES_NAMES))
@@ -195,7 +187,7 @@ class _Rule(BaseModel):
         return self
 
     def lines(self, values: Mapping[str, float]) -> tuple[float, float] | None:
-        """The two lines (a, b) on one candle, None if either is still warming up."""
+        """The two lines (a, b) on one candle, None if either is absent (warming up)."""
         raise NotImplementedError
 
     def template_fields(
@@ -210,11 +202,22 @@ class _Rule(BaseModel):
         previous: Mapping[str, float],
         default_scale: float,
     ) -> FiredSignal | None:
-        """The signal this rule gives for the candle `current` after `previous`, if any."""
-        now, before = self.lines(current), self.lines(previous)
-        if now is None or before is None:
+        """The signal this rule gives for the candle `current` after `previous`, if any.
+
+        A line that is absent or not finite on either candle is still warming up: the
+        rule needs both lines on both candles.
+        """
+        now = self.lines(current)
+        if now is None:
+            return None
+        before = self.lines(previous)
+        if before is None:
             return None
         gap_now, gap_before = now[0] - now[1], before[0] - before[1]
+        if (gap_now >= 0) == (gap_before >= 0):
+            return None  # no change of side: what nearly every candle gives
+        if not (math.isfinite(gap_now) and math.isfinite(gap_before)):
+            return None  # a line was not finite, so neither is its gap
         side = crossing(gap_before, gap_now)
         outcome = self.up if side == "up" else self.down if side == "down" else None
         if outcome is None:
@@ -259,7 +262,7 @@ class CrossoverRule(_Rule):
         return self
 
     def lines(self, values: Mapping[str, float]) -> tuple[float, float] | None:
-        fast, slow = series_value(values, self.fast), series_value(values, self.slow)
+        fast, slow = values.get(self.fast), values.get(self.slow)
         return None if fast is None or slow is None else (fast, slow)
 
     def template_fields(
@@ -296,7 +299,7 @@ class ThresholdCrossRule(_Rule):
         return self
 
     def lines(self, values: Mapping[str, float]) -> tuple[float, float] | None:
-        value = series_value(values, self.series)
+        value = values.get(self.series)
         return None if value is None else (value, self.level)
 
     def template_fields(
@@ -400,7 +403,11 @@ class SignalEngine:
         if previous is None:
             return []
         current = {**values, "close": close}
-        atr = series_value(current, "atr_14")
-        default_scale = atr if atr is not None and atr > 0 else close
-        fired = (rule.fire(current, previous, default_scale) for rule in self._rules)
-        return [signal for signal in fired if signal is not None]
+        atr = current.get("atr_14")
+        default_scale = atr if atr is not None and 0 < atr < math.inf else close
+        fired = []
+        for rule in self._rules:
+            signal = rule.fire(current, previous, default_scale)
+            if signal is not None:
+                fired.append(signal)
+        return fired

@@ -124,7 +124,12 @@ class CrossExchangeAligner:
         deviation: float,
         history: RollingRobust,
     ) -> Finding | None:
-        z, usual, _ = history.robust_z(deviation, self.rules.min_sigma_bps)
+        scored = history.robust_z_beyond(
+            deviation, self.rules.thresholds.info, self.rules.min_sigma_bps
+        )
+        if scored is None:
+            return None
+        z, usual, _ = scored
         score = abs(z)
         severity = self.rules.thresholds.severity(score)
         if severity is None or abs(deviation - usual) < self.rules.min_bps:

@@ -61,8 +61,13 @@ class PriceJumpDetector:
         log_return = math.log(candle.close / previous)
         scaled = log_return / math.sqrt(windows)
         finding = None
-        if len(self.returns) >= self.rules.min_history:
-            z, center, sigma = self.returns.robust_z(scaled, self.rules.min_sigma)
+        scored = (
+            self.returns.robust_z_beyond(scaled, self.rules.thresholds.info, self.rules.min_sigma)
+            if len(self.returns) >= self.rules.min_history
+            else None
+        )
+        if scored is not None:
+            z, center, sigma = scored
             score = abs(z)
             severity = self.rules.thresholds.severity(score)
             if severity is not None:

@@ -30,8 +30,15 @@ class VolumeSpikeDetector:
             return None
         value = math.log(candle.volume)
         finding = None
-        if len(self.log_volumes) >= self.rules.min_history:
-            z, center, _ = self.log_volumes.robust_z(value, self.rules.min_sigma)
+        scored = (
+            self.log_volumes.robust_z_beyond(
+                value, self.rules.thresholds.info, self.rules.min_sigma
+            )
+            if len(self.log_volumes) >= self.rules.min_history
+            else None
+        )
+        if scored is not None:
+            z, center, _ = scored
             severity = self.rules.thresholds.severity(z)
             if severity is not None:
                 usual = math.exp(center)
