@@ -28,6 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
+import os
+import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -216,10 +220,47 @@ def faust_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="json",
         datadir=str(settings.data_dir / "processor"),
+        # Large enough that a micro-batch's outputs take one or a few record batches per
+        # partition: each further one waits a round trip (see `AgentRunner.publish`).
+        producer_max_batch_size=settings.processor_record_batch_bytes,
     )
 
 
-def faust_worker(app: faust.App, settings: Settings, worker_class: type[Worker] = Worker) -> Worker:
+log = logging.getLogger(__name__)
+
+
+class DeadlineWorker(Worker):  # type: ignore[misc]
+    """A Faust worker that exits at most `shutdown_timeout_seconds` after SIGTERM/SIGINT.
+
+    With its broker unreachable, Faust's stop waits on aiokafka's consumer, which waits on
+    its fetch retries: a worker asked to stop did not exit within 30 s, and an
+    orchestrator would kill it anyway. Exiting is safe at any point: a batch is acked only
+    once its outputs and state are delivered, so an unfinished one is read again.
+    """
+
+    shutdown_timeout_seconds: float = 20.0
+
+    def _schedule_shutdown(self, received: signal.Signals) -> None:
+        if not self._signal_stop_time:  # the first signal starts the clock
+            deadline = threading.Timer(self.shutdown_timeout_seconds, self._give_up, (received,))
+            deadline.daemon = True
+            deadline.start()
+        super()._schedule_shutdown(received)
+
+    def _give_up(self, received: signal.Signals) -> None:
+        log.error(
+            "the worker did not stop within %g s of %s (is Kafka reachable?); exiting "
+            "without finishing: unacked records are read again on restart",
+            self.shutdown_timeout_seconds,
+            received.name,
+        )
+        logging.shutdown()  # flush the handlers: os._exit skips it
+        os._exit(1)
+
+
+def faust_worker(
+    app: faust.App, settings: Settings, worker_class: type[DeadlineWorker] = DeadlineWorker
+) -> Worker:
     """A Faust worker for `app` that logs through the handler `configure_logging` set up
     and draws no terminal spinner (it writes escape codes into the log).
 
@@ -227,12 +268,14 @@ def faust_worker(app: faust.App, settings: Settings, worker_class: type[Worker] 
     root logger to DEBUG: aiokafka's debug line for every produced record is then built
     into a log record only for the handler to drop it (a tenth of a busy worker's CPU).
     Building the worker also sets the process's garbage-collector thresholds
-    (`WORKER_GC_THRESHOLDS`).
+    (`WORKER_GC_THRESHOLDS`). It stops within `SIGFLOW_SHUTDOWN_TIMEOUT_SECONDS` of a
+    signal (`DeadlineWorker`).
     """
     worker = worker_class(
         app, loglevel=settings.log_level.lower(), quiet=True, override_logging=False
     )
     worker.spinner = None
+    worker.shutdown_timeout_seconds = settings.shutdown_timeout_seconds
     gc.set_threshold(*WORKER_GC_THRESHOLDS)
     return worker
 
@@ -426,10 +469,15 @@ class AgentRunner:
                     runs[output.topic, partition].append((key, value, headers))
         for change in changes:
             runs[change.topic, change.partition].append((change.key, change.value, None))
-        deliveries = []
-        for (topic, partition), records in runs.items():
-            deliveries += await send_in_batches(kafka, topic, partition, records)
-        return deliveries
+        # Concurrently: aiokafka holds a partition's next batch until its previous one
+        # left in a request, so one partition at a time paid a round trip per batch.
+        sent = await asyncio.gather(
+            *(
+                send_in_batches(kafka, topic, partition, records)
+                for (topic, partition), records in runs.items()
+            )
+        )
+        return [delivery for deliveries in sent for delivery in deliveries]
 
     def store(self, table: Any, states: Mapping[bytes, Any]) -> list[ChangelogRecord]:
         """Set the batch's new state in `table`; its changelog records, which must be

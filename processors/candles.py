@@ -47,7 +47,7 @@ def interval_ms(interval: str) -> int:
     return int(count) * INTERVAL_UNITS_MS[unit]
 
 
-@dataclass
+@dataclass(slots=True)
 class WindowAggregate:
     """Running OHLCV of one window; open/close follow event time, not arrival."""
 
@@ -61,23 +61,6 @@ class WindowAggregate:
     quote_volume: float
     trade_count: int
     buy_volume: float
-
-    def add(self, ts: int, price: float, size: float, is_buy: bool) -> None:
-        """Fold in one trade that arrived after all trades folded so far."""
-        if ts < self.first_ts:  # ties keep the earliest arrival as open
-            self.open, self.first_ts = price, ts
-        if ts >= self.last_ts:  # ties take the latest arrival as close
-            self.close, self.last_ts = price, ts
-        if price > self.high:
-            self.high = price
-        if price < self.low:
-            self.low = price
-        # Added one by one in arrival order: the float sums do not depend on batching.
-        self.volume += size
-        self.quote_volume += price * size
-        self.trade_count += 1
-        if is_buy:
-            self.buy_volume += size
 
     def extend(self, later: WindowAggregate) -> None:
         """Fold in the aggregate of a later, disjoint window (all its trades come after)."""
@@ -93,7 +76,19 @@ class WindowAggregate:
 
     def to_row(self, start: int) -> list[Any]:
         """Compact form for the state table: `[start, open, high, ..., buy_volume]`."""
-        return [start, *vars(self).values()]
+        return [
+            start,
+            self.open,
+            self.high,
+            self.low,
+            self.close,
+            self.first_ts,
+            self.last_ts,
+            self.volume,
+            self.quote_volume,
+            self.trade_count,
+            self.buy_volume,
+        ]
 
     @classmethod
     def from_row(cls, row: list[Any]) -> tuple[int, WindowAggregate]:
@@ -220,8 +215,22 @@ class CandleBuilder:
                     trade_count=1,
                     buy_volume=size if is_buy else 0.0,
                 )
-            else:
-                aggregate.add(ts, price, size, is_buy)
+                continue
+            # The trade folded into its window, inline: a method call per trade cost more.
+            if ts < aggregate.first_ts:  # ties keep the earliest arrival as open
+                aggregate.open, aggregate.first_ts = price, ts
+            if ts >= aggregate.last_ts:  # ties take the latest arrival as close
+                aggregate.close, aggregate.last_ts = price, ts
+            if price > aggregate.high:
+                aggregate.high = price
+            if price < aggregate.low:
+                aggregate.low = price
+            # Added one by one in arrival order: the float sums do not depend on batching.
+            aggregate.volume += size
+            aggregate.quote_volume += price * size
+            aggregate.trade_count += 1
+            if is_buy:
+                aggregate.buy_volume += size
         self.max_ts = max_ts
         return self._pop_closed(), late
 

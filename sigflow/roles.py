@@ -66,13 +66,11 @@ async def migrate(settings: Settings) -> list[str]:
 
 def run_processor(settings: Settings) -> None:
     """Run the Faust worker until SIGTERM/SIGINT (blocks; exits the process)."""
-    from faust.worker import Worker
-
-    from processors.app import create_app, ensure_processor_topics, faust_worker
+    from processors.app import DeadlineWorker, create_app, ensure_processor_topics, faust_worker
 
     with role_lifecycle(settings, "process") as readiness:
 
-        class ReadyWorker(Worker):  # type: ignore[misc]
+        class ReadyWorker(DeadlineWorker):
             async def on_startup_finished(self) -> None:
                 await super().on_startup_finished()
                 readiness.mark_started()

@@ -223,6 +223,14 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest a processor micro-batch waits to fill (the latency it adds).",
     )
+    processor_record_batch_bytes: int = Field(
+        512 * 1024,
+        ge=16 * 1024,
+        description=(
+            "Largest Kafka record batch the processor writes; keep it under the broker's "
+            "message.max.bytes (1 MiB by default)."
+        ),
+    )
     processor_app_id: str = Field("sigflow-processor", description="Faust app id (consumer group).")
 
     # Anomalies and alerts
@@ -379,6 +387,14 @@ class Settings(BaseSettings):
         60.0,
         gt=0,
         description="How long a role waits at start-up for Kafka/ClickHouse before it exits.",
+    )
+    shutdown_timeout_seconds: float = Field(
+        20.0,
+        gt=0,
+        description=(
+            "How long the processor may take to stop after SIGTERM/SIGINT before it exits "
+            "anyway (unacked records are read again on restart)."
+        ),
     )
     readiness_cache_seconds: float = Field(
         5.0, ge=0, description="How long a /readyz dependency check result is reused."

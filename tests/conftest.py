@@ -55,6 +55,18 @@ def clickhouse_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
+    """An Apache Kafka of the test's own, for tests that stop and start it."""
+    broker = KafkaBroker(tmp_path / "kafka", port=free_port(), controller_port=free_port())
+    try:
+        broker.start()
+    except SigflowError as exc:
+        pytest.fail(f"Apache Kafka did not start, so this test cannot run: {exc}", pytrace=False)
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
 def pipeline_settings(kafka_bootstrap: str, clickhouse_url: str, tmp_path: Path) -> Settings:
     """Settings isolated per test: own topic prefix, consumer groups and database."""
     run = uuid.uuid4().hex[:8]

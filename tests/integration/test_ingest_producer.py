@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 import pytest
@@ -18,10 +16,8 @@ from ingest import metrics
 from ingest.producer import EventProducer
 from schemas.codec import codec_for
 from schemas.events import Trade
-from sigflow.exceptions import SigflowError
 from sigflow.settings import Settings
 from sigflow.stack.kafka import KafkaBroker
-from sigflow.stack.process import free_port
 
 pytestmark = pytest.mark.integration
 TRADE = codec_for(Trade)
@@ -96,17 +92,6 @@ async def test_batched_trades_keep_each_keys_order_when_linger_and_full_batches_
     for key, value in found:
         received.setdefault(key, []).extend(t["trade_id"] for t in orjson.loads(value))
     assert received == sent
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
-    broker = KafkaBroker(tmp_path / "kafka", port=free_port(), controller_port=free_port())
-    try:
-        broker.start()
-    except SigflowError as exc:
-        pytest.fail(f"Apache Kafka did not start, so this test cannot run: {exc}", pytrace=False)
-    yield broker
-    broker.stop()
 
 
 # aiokafka leaves the sockets of a broker that vanished to the garbage collector.

@@ -123,6 +123,13 @@ async def test_the_processor_app_runs_on_sigflows_transport(pipeline_settings: S
     app = create_app(pipeline_settings)
     assert isinstance(app.transport, faust_transport.Transport)
     assert isinstance(app.consumer, faust_transport.Consumer)
+    # Faust's own 1.5 s fetch wait stalled a worker catching up on a backlog.
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    try:
+        assert consumer._fetch_max_wait_ms == faust_transport.FETCH_MAX_WAIT_MS
+    finally:
+        await consumer.stop()
+    assert app.producer.max_batch_size == pipeline_settings.processor_record_batch_bytes
 
 
 async def test_an_agent_that_raises_stops_the_worker_with_exit_1_and_commits_nothing(

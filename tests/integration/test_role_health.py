@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from sigflow.settings import Settings, settings_env
+from sigflow.stack.kafka import KafkaBroker
 from sigflow.stack.process import free_port
 from tests.conftest import Roles
 from tests.integration.test_cli import one_line, run_sigflow
@@ -95,3 +96,34 @@ async def test_role_exits_with_one_line_naming_a_dependency_that_never_answers(
     assert address in last
     assert "SIGFLOW_STARTUP_TIMEOUT_SECONDS" in last
     assert elapsed < 15, "the start-up wait is bounded by the setting"
+
+
+@pytest.mark.integration
+# aiokafka leaves the sockets of a broker that vanished to the garbage collector.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_the_processor_exits_within_its_shutdown_timeout_while_kafka_is_away(
+    own_broker: KafkaBroker, pipeline_settings: Settings, tmp_path: Path
+) -> None:
+    port = free_port()
+    settings = pipeline_settings.model_copy(
+        update={
+            "kafka_bootstrap": own_broker.bootstrap,
+            "metrics_port": port,
+            "shutdown_timeout_seconds": 3.0,
+        }
+    )
+    roles = Roles(settings, tmp_path / "roles")
+    processor = roles.start("process")
+    try:
+        await wait_ready(f"http://127.0.0.1:{port}/readyz", roles)
+        await asyncio.to_thread(own_broker.stop)
+        await asyncio.sleep(2)  # its consumer is now retrying fetches
+        started = time.monotonic()
+        await asyncio.to_thread(processor.stop, 30)
+        took = time.monotonic() - started
+    finally:
+        roles.stop_all()
+    log = processor.log_tail(200)
+    assert took < 3.0 + 5.0, f"stopped after {took:.1f} s:\n{log}"
+    assert processor.exit_code == 1, log
+    assert "did not stop within 3 s of SIGTERM" in log
