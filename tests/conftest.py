@@ -11,16 +11,39 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
-from sigflow.exceptions import SigflowError
 from sigflow.settings import Settings, settings_env
 from sigflow.stack.anvil import AnvilNode
 from sigflow.stack.kafka import KafkaBroker
 from sigflow.stack.local import EmbeddedWarehouse
 from sigflow.stack.process import BackgroundProcess, free_port
+
+
+class Service(Protocol):
+    def start(self, *args: Any, **kwargs: Any) -> Any: ...
+    def stop(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+ServiceT = TypeVar("ServiceT", bound=Service)
+
+
+@contextmanager
+def running(service: ServiceT, name: str, **start_options: Any) -> Iterator[ServiceT]:
+    """`service` started for as long as the block runs. If it cannot start, the test
+    fails with the reason: a missing service is a failed run, never a skipped test."""
+    try:
+        service.start(**start_options)
+    except Exception as exc:  # any reason at all is a failure here, never a skip
+        pytest.fail(f"{name} did not start, so this test cannot run: {exc}", pytrace=False)
+    try:
+        yield service
+    finally:
+        service.stop()
 
 
 @pytest.fixture(scope="session")
@@ -31,12 +54,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     port = free_port()
     broker = KafkaBroker(tmp_path_factory.mktemp("kafka"), port=port, controller_port=free_port())
-    try:
-        broker.start()
-    except SigflowError as exc:
-        pytest.fail(f"Apache Kafka did not start, so this test cannot run: {exc}", pytrace=False)
-    yield broker.bootstrap
-    broker.stop()
+    with running(broker, "Apache Kafka"):
+        yield broker.bootstrap
 
 
 @pytest.fixture(scope="session")
@@ -46,24 +65,16 @@ def clickhouse_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield existing
         return
     warehouse = EmbeddedWarehouse(tmp_path_factory.mktemp("warehouse"), "127.0.0.1", free_port())
-    try:
-        warehouse.start()
-    except SigflowError as exc:
-        pytest.fail(f"the ClickHouse engine did not start: {exc}", pytrace=False)
-    yield warehouse.url
-    warehouse.stop()
+    with running(warehouse, "the ClickHouse engine"):
+        yield warehouse.url
 
 
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
     """An Apache Kafka of the test's own, for tests that stop and start it."""
     broker = KafkaBroker(tmp_path / "kafka", port=free_port(), controller_port=free_port())
-    try:
-        broker.start()
-    except SigflowError as exc:
-        pytest.fail(f"Apache Kafka did not start, so this test cannot run: {exc}", pytrace=False)
-    yield broker
-    broker.stop()
+    with running(broker, "Apache Kafka"):
+        yield broker
 
 
 @pytest.fixture
@@ -124,10 +135,5 @@ def roles(pipeline_settings: Settings, tmp_path: Path) -> Iterator[Roles]:
 @pytest.fixture(scope="session")
 def anvil_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
     """Foundry's anvil (npm, pinned in deploy/local/anvil) on a free port: a real EVM node."""
-    node = AnvilNode(tmp_path_factory.mktemp("anvil"), port=free_port())
-    try:
-        node.start()
-    except SigflowError as exc:
-        pytest.fail(f"the local EVM node (anvil) did not start: {exc}", pytrace=False)
-    yield node
-    node.stop()
+    with running(AnvilNode(tmp_path_factory.mktemp("anvil"), port=free_port()), "anvil") as node:
+        yield node

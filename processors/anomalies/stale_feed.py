@@ -8,6 +8,9 @@ and a backlog being caught up flags nothing that was not silent in event time.
 
 Records are taken in partition (offset) order, one at a time and every trade of a
 record in turn, so the result does not depend on how they were cut into micro-batches.
+Every trade counts for its feed's gaps; the partition's event time (its watermark)
+moves only with each record's first trade, since a batch record spans one feed's trades
+and the others' trades of that span arrive in their own records after it.
 Each feed keeps its last trade time, an exponential average of its gaps (`gap_span`
 trades) and the highest severity already reported for the current silence. A min-heap
 holds, per watched feed, a lower bound of when it next crosses a threshold; only entries
@@ -78,6 +81,8 @@ class FeedClock:
             if record_offset <= offset:
                 continue
             offset = record_offset
+            if not times:
+                continue
             for ts in times:
                 feed = feeds.get(key)
                 if feed is None:
@@ -101,16 +106,20 @@ class FeedClock:
                     if trades == min_trades and key not in queued:
                         heapq.heappush(heap, (self._deadline(feed), key))
                         queued.add(key)
-                if newest is None or ts > newest:
-                    newest = ts
-                    watermark = ts - lateness
-                    while heap and heap[0][0] <= watermark:
-                        _, due = heapq.heappop(heap)
-                        queued.discard(due)
-                        self._check(due, feeds[due], watermark, findings)
-                        if feeds[due][LEVEL] < len(levels) - 1:
-                            heapq.heappush(heap, (self._deadline(feeds[due]), due))
-                            queued.add(due)
+            # The partition's event time moves to the record's first trade only: a batch
+            # record holds one feed's trades over its whole span, and the other feeds'
+            # trades of that span come in their own records, after it.
+            start = times[0]
+            if newest is None or start > newest:
+                newest = start
+                watermark = start - lateness
+                while heap and heap[0][0] <= watermark:
+                    _, due = heapq.heappop(heap)
+                    queued.discard(due)
+                    self._check(due, feeds[due], watermark, findings)
+                    if feeds[due][LEVEL] < len(levels) - 1:
+                        heapq.heappush(heap, (self._deadline(feeds[due]), due))
+                        queued.add(due)
         self.offset, self.newest = offset, newest
         return findings, late
 

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from sigflow.exceptions import SigflowError
 from sigflow.kafka import consumer_lag
 from sigflow.settings import Settings
 from sigflow.stack.local import EmbeddedWarehouse
 from sigflow.stack.process import free_port
-from tests.conftest import Roles
+from tests.conftest import Roles, running
 from tests.e2e.pipeline import eventually, known_trades, publish, scalar
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -73,12 +72,8 @@ async def test_replaying_the_trades_topic_from_the_start_adds_no_row(
 @pytest.fixture
 def own_warehouse(tmp_path: Path) -> Iterator[EmbeddedWarehouse]:
     warehouse = EmbeddedWarehouse(tmp_path / "own-warehouse", "127.0.0.1", free_port())
-    try:
-        warehouse.start()
-    except SigflowError as exc:
-        pytest.fail(f"the ClickHouse engine did not start: {exc}", pytrace=False)
-    yield warehouse
-    warehouse.stop()
+    with running(warehouse, "the ClickHouse engine"):
+        yield warehouse
 
 
 async def test_a_warehouse_outage_mid_stream_loses_and_doubles_nothing(

@@ -32,6 +32,7 @@ from sigflow.settings import Settings, settings_env
 from sigflow.stack.kafka import KafkaBroker
 from sigflow.stack.process import BackgroundProcess, free_port
 from sinks.warehouse import connect
+from tests.conftest import running
 from tests.tls import TLSFiles, make_tls_files
 
 pytestmark = pytest.mark.integration
@@ -59,12 +60,8 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory, tls: TLSFiles) -> Ite
         keystore=tls.server_keystore,
         sasl_users={USER: PASSWORD},
     )
-    try:
-        broker.start(timeout=60)
-    except Exception as exc:  # any reason at all is a failure here, never a skip
-        pytest.fail(f"Kafka with a SASL_SSL listener did not start: {exc}", pytrace=False)
-    yield broker
-    broker.stop()
+    with running(broker, "Kafka with a SASL_SSL listener", timeout=60):
+        yield broker
 
 
 def secure_settings(

@@ -71,37 +71,55 @@ def test_jumps_spikes_and_stale_feeds_come_out_of_the_candle_stream_whatever_the
     assert set(by_symbol) == {b"BTC-USDT"}
 
 
-def test_stale_feeds_and_lateness_are_the_same_when_trades_come_in_batch_records() -> None:
+def batch_records(trades: list[Any], span_ms: int) -> list[RawRecord]:
+    """Each feed's trades in one record per `span_ms` of event time, in the order of
+    their first trades: as `EventProducer` writes trades replayed faster than real time,
+    one record per key and linger."""
+    codec = codec_for(Trade)
+    chunks: dict[tuple[bytes, int], list[Any]] = {}
+    for trade in trades:
+        key = f"{trade.exchange}:{trade.symbol}".encode()
+        chunks.setdefault((key, trade.ts // span_ms), []).append(trade)
+    ordered = sorted(chunks.items(), key=lambda item: item[1][0].ts)
+    return [
+        RawRecord("t", 0, offset, key, codec.encode_batch(chunk))
+        for offset, ((key, _), chunk) in enumerate(ordered)
+    ]
+
+
+def test_batch_records_flag_the_same_stale_feeds_and_count_every_late_trade() -> None:
     scenario = Scenario(
         exchanges=("binance", "coinbase"),
         symbols={"BTC-USDT": 60_000.0},
-        minutes=20,
+        minutes=30,
         trades_per_second=2.0,
         seed=4,
         stale=(("binance", "BTC-USDT", 10 * MINUTE, 16 * MINUTE),),
     )
     codec = codec_for(Trade)
     trades = list(market_trades(scenario))
-    # One feed's trades swap pairwise now and then: out of order within a batch record.
+    # Now and then two trades of one feed swap: out of order inside a batch record.
     for index in range(5, len(trades) - 1, 400):
-        trades[index], trades[index + 1] = trades[index + 1], trades[index]
-    singles, batches, run_of = [], [], []
-    for trade in trades:
-        key = f"{trade.exchange}:{trade.symbol}".encode()
-        singles.append(RawRecord("t", 0, len(singles), key, codec.encode(trade)))
-        if run_of and (len(run_of) == 50 or run_of[0][0] != key):
-            value = codec.encode_batch([t for _, t in run_of])
-            batches.append(RawRecord("t", 0, len(batches), run_of[0][0], value))
-            run_of = []
-        run_of.append((key, trade))
-    batches.append(
-        RawRecord("t", 0, len(batches), run_of[0][0], codec.encode_batch([t for _, t in run_of]))
-    )
+        if trades[index].exchange == trades[index + 1].exchange:
+            trades[index], trades[index + 1] = trades[index + 1], trades[index]
+    singles = [
+        RawRecord("t", 0, offset, f"{t.exchange}:{t.symbol}".encode(), codec.encode(t))
+        for offset, t in enumerate(trades)
+    ]
     one_each, _, late_singles = run(singles, 200)
-    batched, _, late_batched = run(batches, 7)
-    stale = [a for a in one_each if a["kind"] == "stale_feed"]
-    assert [a["severity"] for a in stale] == ["info", "warning", "critical"]
-    assert [a for a in batched if a["kind"] == "stale_feed"] == stale
+    # Each record spans 50 s of one feed, far more than the 15 s a silence needs.
+    batched, _, late_batched = run(batch_records(trades, 50_000), 7)
+
+    def stale(anomalies: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        return [(a["subject"], a["severity"]) for a in anomalies if a["kind"] == "stale_feed"]
+
+    assert stale(one_each) == [
+        ("binance:BTC-USDT", level) for level in ("info", "warning", "critical")
+    ]
+    # Only the feed that fell silent, up to the same level; the watermark moves in
+    # steps of a record, so a level it jumps past is not reported on its own.
+    assert {subject for subject, _ in stale(batched)} == {"binance:BTC-USDT"}
+    assert stale(batched)[-1] == stale(one_each)[-1]
     assert late_batched == late_singles > 0
 
 
