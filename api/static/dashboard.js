@@ -290,6 +290,9 @@ async function loadEvents() {
 // ---- live stream ----------------------------------------------------------------
 
 let source = null;
+// Set when the stream broke off (the server drops a client that falls behind a burst,
+// or the connection failed): what it missed meanwhile is fetched again once it is back.
+let missedEvents = false;
 
 function connect() {
   if (source) source.close();
@@ -300,9 +303,22 @@ function connect() {
   for (const [topic, handle] of Object.entries(handlers)) {
     source.addEventListener(topic, (e) => handle(JSON.parse(e.data).data));
   }
-  source.addEventListener("subscribed", () => setStatus("live", "live"));
-  source.addEventListener("dropped", (e) => setStatus("dropped: " + JSON.parse(e.data).reason, "error"));
-  source.onerror = () => setStatus("reconnecting…", "connecting");
+  source.addEventListener("subscribed", () => {
+    setStatus("live", "live");
+    if (missedEvents) {
+      missedEvents = false;
+      loadChart();
+      refreshPrices();
+    }
+  });
+  source.addEventListener("dropped", (e) => {
+    missedEvents = true;
+    setStatus("dropped: " + JSON.parse(e.data).reason, "error");
+  });
+  source.onerror = () => {
+    missedEvents = true;
+    setStatus("reconnecting…", "connecting");
+  };
 }
 
 $("series").addEventListener("change", loadChart);

@@ -13,10 +13,11 @@ import math
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -74,12 +75,26 @@ def wait_until(
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():
+        if settled(check):
             return
         time.sleep(0.25)
     shot = ARTIFACTS / "dashboard-failed.png"
     driver.save_screenshot(str(shot))
     pytest.fail(f"dashboard never showed {what}; screenshot: {shot}", pytrace=False)
+
+
+T = TypeVar("T")
+
+
+def settled(read: Callable[[], T]) -> T:
+    """`read()` once the page holds still for it: the live stream re-renders rows, so an
+    element found a moment ago can be gone when its text is read; read again then."""
+    for _ in range(20):
+        try:
+            return read()
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    return read()
 
 
 def price_texts(driver: WebDriver) -> dict[str, str]:
@@ -145,7 +160,8 @@ async def test_dashboard_shows_live_prices_candles_signals_and_anomalies(
             driver, "price rows", lambda: {"BTC-USD", "ETH-USDT"} <= set(price_texts(driver))
         )
         wait_until(driver, "candles on the chart", lambda: candle_count(driver) > 30)
-        before_prices, before_candles = price_texts(driver), candle_count(driver)
+        before_prices = settled(lambda: price_texts(driver))
+        before_candles = settled(lambda: candle_count(driver))
 
         # More trades arrive while the page is open: a person sees them land.
         await publish(settings, trades[split:])
@@ -178,8 +194,10 @@ async def test_dashboard_shows_live_prices_candles_signals_and_anomalies(
         time.sleep(1.0)  # let the chart finish its animation frame before the picture
         driver.save_screenshot(str(shot))
 
-        prices = price_texts(driver)
-        signals = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#signals li")]
+        prices = settled(lambda: price_texts(driver))
+        signals = settled(
+            lambda: [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#signals li")]
+        )
         chart_pixels = driver.execute_script(CHART_PIXELS)
         anomalies_text = driver.find_element(By.ID, "anomalies").text
     print(f"\ndashboard screenshot: {shot}")
