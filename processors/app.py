@@ -63,6 +63,8 @@ from sigflow.kafka import ensure_topics
 from sigflow.kafka_security import kafka_security_options
 from sigflow.settings import Settings
 
+log = logging.getLogger(__name__)
+
 
 def faust_broker_url(bootstrap: str) -> str:
     """Faust's broker URL list for a Kafka bootstrap string, on sigflow's transport
@@ -224,9 +226,6 @@ def faust_app(settings: Settings) -> faust.App:
         # partition: each further one waits a round trip (see `AgentRunner.publish`).
         producer_max_batch_size=settings.processor_record_batch_bytes,
     )
-
-
-log = logging.getLogger(__name__)
 
 
 class DeadlineWorker(Worker):  # type: ignore[misc]

@@ -177,8 +177,8 @@ class CandleStream:
         """Fold one key's records (each with its decoded trades, in offset order)."""
         last_offset = saved["offset"] if saved else -1
         fresh = [(record, trades) for record, trades in runs if record.offset > last_offset]
-        result.skipped += sum(len(trades) for _, trades in runs) - sum(
-            len(trades) for _, trades in fresh
+        result.skipped += sum(
+            len(trades) for record, trades in runs if record.offset <= last_offset
         )
         if not fresh:
             return

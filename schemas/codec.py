@@ -127,7 +127,7 @@ class Codec(Generic[ModelT]):
             raise SchemaError(f"invalid {self.model.__name__}: {exc}") from exc
         except msgspec.DecodeError as exc:
             raise SchemaError(f"not valid JSON: {exc}") from exc
-        self._check_patterns(event)
+        self._check_patterns([event])
         return event
 
     def decode_batch(self, raw: bytes | str | None) -> tuple[list[Any], list[RejectedElement]]:
@@ -144,7 +144,7 @@ class Codec(Generic[ModelT]):
             return [self.decode(data)], []
         try:
             events = self._batch_decoder.decode(data)
-            self._check_batch_patterns(events)
+            self._check_patterns(events)
         except (msgspec.ValidationError, SchemaError):
             return self._decode_each(data)
         except msgspec.DecodeError as exc:
@@ -167,15 +167,9 @@ class Codec(Generic[ModelT]):
                 rejected.append(RejectedElement(bytes(element), exc.reason))
         return events, rejected
 
-    def _check_patterns(self, event: Any) -> None:
-        for name, pattern in self._patterns.items():
-            value = getattr(event, name)
-            if value is not None and value not in self._matched[name]:
-                self._check_pattern(name, pattern, value)
-
-    def _check_batch_patterns(self, events: list[Any]) -> None:
-        """`_check_patterns` for many events: each distinct value of a field once (a
-        batch record holds one exchange and one symbol hundreds of times)."""
+    def _check_patterns(self, events: list[Any]) -> None:
+        """Check the pattern-constrained fields of `events`, each distinct value of a field
+        once (a batch record holds one exchange and one symbol hundreds of times)."""
         for name, pattern in self._patterns.items():
             matched = self._matched[name]
             for value in set(map(attrgetter(name), events)) - matched:
