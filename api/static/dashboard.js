@@ -5,7 +5,6 @@
 
 const INTERVAL_MS = { "1m": 60e3, "5m": 300e3, "1h": 3600e3 };
 const OVERLAYS = { ema_12: "#f5c542", ema_26: "#c678dd", bb_upper: "#4aa3ff", bb_middle: "#4aa3ff88", bb_lower: "#4aa3ff" };
-const STREAM_TOPICS = "prices,candles,indicators,signals,anomalies,alerts";
 const MAX_ITEMS = 30;
 
 const $ = (id) => document.getElementById(id);
@@ -150,6 +149,7 @@ async function loadChart() {
   if (!symbol) return;
   const interval = $("interval").value;
   current = { exchange, symbol, interval };
+  followChart(symbol);
   bars = new Map();
   overlayPoints = {};
   closedCount = 0;
@@ -289,17 +289,25 @@ async function loadEvents() {
 
 // ---- live stream ----------------------------------------------------------------
 
-let source = null;
-// Set when the stream broke off (the server drops a client that falls behind a burst,
-// or the connection failed): what it missed meanwhile is fetched again once it is back.
-let missedEvents = false;
+// Prices, signals and anomalies of every symbol; candles and indicators only of the
+// charted symbol (its own subscription, renewed when the series changes), so a
+// processor's burst of other series' candles cannot overflow the page's stream.
+const LIVE_TOPICS = "prices,signals,anomalies";
+const CHART_TOPICS = "candles,indicators";
 
-function connect() {
-  if (source) source.close();
-  const query = new URLSearchParams({ topics: STREAM_TOPICS, snapshot: "true" });
+let liveSource = null;
+let chartSource = null;
+let chartSymbol = null;
+
+// An SSE subscription whose `resync` runs when it is back after breaking off (the server
+// drops a client that falls behind a burst, or the connection failed), to fetch what it
+// missed meanwhile over REST.
+function subscribe(topics, { symbols = "", snapshot = false, handlers, resync }) {
+  const query = new URLSearchParams({ topics, snapshot: String(snapshot) });
+  if (symbols) query.set("symbols", symbols);
   if (apiKey) query.set("api_key", apiKey);
-  source = new EventSource(`/v1/stream/sse?${query}`);
-  const handlers = { prices: onPrice, candles: onCandle, indicators: onIndicators, signals: onSignal, anomalies: onAnomaly };
+  const source = new EventSource(`/v1/stream/sse?${query}`);
+  let missedEvents = false;
   for (const [topic, handle] of Object.entries(handlers)) {
     source.addEventListener(topic, (e) => handle(JSON.parse(e.data).data));
   }
@@ -307,8 +315,7 @@ function connect() {
     setStatus("live", "live");
     if (missedEvents) {
       missedEvents = false;
-      loadChart();
-      refreshPrices();
+      resync();
     }
   });
   source.addEventListener("dropped", (e) => {
@@ -319,6 +326,27 @@ function connect() {
     missedEvents = true;
     setStatus("reconnecting…", "connecting");
   };
+  return source;
+}
+
+function connect() {
+  if (liveSource) liveSource.close();
+  liveSource = subscribe(LIVE_TOPICS, {
+    snapshot: true,
+    handlers: { prices: onPrice, signals: onSignal, anomalies: onAnomaly },
+    resync: refreshPrices,
+  });
+}
+
+function followChart(symbol) {
+  if (chartSource && chartSymbol === symbol) return;
+  if (chartSource) chartSource.close();
+  chartSymbol = symbol;
+  chartSource = subscribe(CHART_TOPICS, {
+    symbols: symbol,
+    handlers: { candles: onCandle, indicators: onIndicators },
+    resync: loadChart,
+  });
 }
 
 $("series").addEventListener("change", loadChart);
@@ -328,7 +356,9 @@ $("key-form").addEventListener("submit", (e) => {
   apiKey = $("key-input").value.trim();
   sessionStorage.setItem("sigflow_api_key", apiKey);
   $("key-form").hidden = true;
-  start();
+  if (chartSource) chartSource.close();
+  chartSource = null; // opened again, with the key, by loadChart
+  start().then(loadChart);
 });
 
 async function start() {
