@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench import anomalies, api, ingest, latency, processors, sink, worker
+from bench import anomalies, api, e2e, ingest, latency, processors, sink, worker
 from bench.report import BenchOptions, BenchResult
 
 BENCHMARKS: dict[str, Callable[[BenchOptions], BenchResult]] = {
@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, Callable[[BenchOptions], BenchResult]] = {
     anomalies.NAME: anomalies.run,
     ingest.NAME: ingest.run,
     worker.NAME: worker.run,
+    e2e.NAME: e2e.run,
 }
 
 __all__ = ["BENCHMARKS", "BenchOptions", "BenchResult"]

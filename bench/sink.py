@@ -1,27 +1,27 @@
 """`sigflow bench sink`: rows/s into ClickHouse through the sink vs a plain bulk insert.
 
-Both write the same decoded trades into their own copy of the `trades` table of the
-embedded engine, which the benchmark starts on a free port. sigflow's path is
+Both write the same decoded trades into their own copy of the `trades` table, in
+databases of the run on `SIGFLOW_CLICKHOUSE_URL` or else the embedded engine, which the
+benchmark starts on a free port (`bench.warehouse_run`). sigflow's path is
 `ClickHouseSink.flush()` over per-partition batches of `--batch-size` rows (columnar
 insert with a dedup token, metrics); the baseline is clickhouse-connect's
 `insert(column_oriented=True)` of the same rows in batches of the same size, the way a
-hand-written loader would do it. Repetitions alternate who goes first.
+hand-written loader would do it. Repetitions alternate who goes first, each pass into
+fresh tables.
 """
 
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
+from bench.kafka_run import run_id
 from bench.report import BenchOptions, BenchResult, Measurement
+from bench.warehouse_run import bench_warehouse, database_for, drop_databases
 from ingest.synthetic import synthetic_trades
 from schemas.events import Trade
 from sigflow.settings import Settings
-from sigflow.stack.local import EmbeddedWarehouse
-from sigflow.stack.process import free_port
 from sinks.clickhouse import ROUTES, ClickHouseSink
 from sinks.migrations import apply_migrations
 from sinks.warehouse import connect
@@ -76,40 +76,36 @@ async def _baseline_pass(settings: Settings, database: str, trades: list[Any], b
 async def _measure(settings: Settings, options: BenchOptions) -> tuple[list[float], list[float]]:
     options.say(f"generating {options.trades:,} trades")
     trades = _trades(options.trades, options.seed)
+    prefix = run_id()
+    passes = {"sigflow": _sigflow_pass, "baseline": _baseline_pass}
+    rates: dict[str, list[float]] = {"sigflow": [], "baseline": []}
     client = await connect(settings, database="")
     try:
-        for database in ("bench_sigflow", "bench_baseline"):
-            await apply_migrations(client, database)
+        for repetition in range(options.repeats):
+            order = ["sigflow", "baseline"] if repetition % 2 == 0 else ["baseline", "sigflow"]
+            for who in order:
+                # A fresh table every pass: the sink's deduplication token is the same for
+                # the same input offsets, so a second pass into the same table would have
+                # its inserts dropped by the warehouse as retries, and look fast.
+                database = database_for(prefix, f"{who}_{repetition}")
+                await apply_migrations(client, database)
+                seconds = await passes[who](settings, database, trades, options.batch_size)
+                rates[who].append(len(trades) / seconds)
+            options.say(
+                f"repetition {repetition + 1}/{options.repeats}: "
+                + ", ".join(f"{who} {rates[who][-1]:,.0f} rows/s" for who in rates)
+            )
     finally:
         await client.close()
-    rates: dict[str, list[float]] = {"sigflow": [], "baseline": []}
-    for repetition in range(options.repeats):
-        order = ["sigflow", "baseline"] if repetition % 2 == 0 else ["baseline", "sigflow"]
-        for who in order:
-            database = f"bench_{who}"
-            run = _sigflow_pass if who == "sigflow" else _baseline_pass
-            seconds = await run(settings, database, trades, options.batch_size)
-            rates[who].append(len(trades) / seconds)
-        options.say(
-            f"repetition {repetition + 1}/{options.repeats}: "
-            + ", ".join(f"{who} {rates[who][-1]:,.0f} rows/s" for who in rates)
-        )
+        await drop_databases(settings, prefix)
     return rates["sigflow"], rates["baseline"]
 
 
 def run(options: BenchOptions) -> BenchResult:
-    """Insert throughput of the sink against a plain bulk insert, on the embedded engine."""
-    with tempfile.TemporaryDirectory(prefix="sigflow-bench-") as data_dir:
-        port = free_port()
-        warehouse = EmbeddedWarehouse(Path(data_dir), "127.0.0.1", port)
-        warehouse.start()
-        try:
-            settings = Settings.model_construct(
-                **{**Settings().model_dump(), "clickhouse_url": warehouse.url}
-            )
-            sigflow_rates, baseline_rates = asyncio.run(_measure(settings, options))
-        finally:
-            warehouse.stop()
+    """Insert throughput of the sink against a plain bulk insert, fresh tables each pass."""
+    with bench_warehouse(options.say) as warehouse:
+        settings = Settings.model_construct(**{**Settings().model_dump(), **warehouse.settings})
+        sigflow_rates, baseline_rates = asyncio.run(_measure(settings, options))
     return BenchResult(
         bench=NAME,
         unit="rows/s",
@@ -118,8 +114,9 @@ def run(options: BenchOptions) -> BenchResult:
         ),
         baseline=Measurement(BASELINE_NAME, tuple(baseline_rates)),
         baseline_name=BASELINE_NAME,
-        title="trades into the embedded ClickHouse engine",
+        title="trades into ClickHouse",
         parameters={
+            "warehouse": warehouse.description,
             "rows": f"{options.trades:,}",
             "batch": f"{options.batch_size:,}",
             "repeats": options.repeats,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import BENCHMARKS
 from schemas.export import export_json_schemas
 from schemas.topics import TOPICS
 from sigflow.settings import Settings, settings_env
@@ -45,3 +46,12 @@ def test_the_readme_configuration_table_lists_every_setting() -> None:
     settings = {f"SIGFLOW_{name.upper()}" for name in Settings.model_fields}
     assert sorted(settings - documented) == [], "settings missing from the README table"
     assert sorted(documented - settings) == [], "README documents settings that do not exist"
+
+
+def test_every_benchmark_has_a_readme_row_and_a_section_in_the_bench_readme() -> None:
+    root = Path(__file__).resolve().parents[2]
+    rows = set(re.findall(r"^\| `(\w+)[` ]", (root / "README.md").read_text(), flags=re.MULTILINE))
+    sections = (root / "bench" / "README.md").read_text()
+    for name in BENCHMARKS:
+        assert name in rows, f"sigflow bench {name} has no row in the README's table"
+        assert f"`sigflow bench {name}`" in sections, f"bench/README.md never names {name}"

@@ -1,0 +1,265 @@
+"""Benchmark `e2e`: trades in Kafka → candles queryable in ClickHouse, the whole pipeline.
+
+Per path and repetition, on fresh topics and a fresh database:
+the loader starts first and the benchmark waits until its consumer group is stable;
+then the worker starts on the pre-filled `trades` topic.
+
+- sigflow: `sigflow sink` (the real role, every output table) and the processor app (as
+  `bench worker` runs it), reading batched `trades` records as ingest writes them;
+- baseline: the naive per-event Faust agent of `bench worker` and `bench.naive_loader`,
+  a hand-written loader that inserts each Kafka fetch of candles with clickhouse-connect.
+
+Time runs from the first record the worker got (its `DrainSensor`) to the newest candle
+row's `inserted_at` (the server's clock, on the same host), read once the worker has
+drained its input and the loader has committed all of its topics. Both paths must have
+put the same candles in ClickHouse (read with `FINAL`, as an analyst would), or no ratio
+is reported. sigflow's sink also loads trades, indicators and signals (the report says
+how many rows); the baseline loads only candles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from bench.kafka_run import (
+    WorkerProcess,
+    bench_broker,
+    bench_settings,
+    delete_run_topics,
+    run_id,
+)
+from bench.processors import bench_trades, event_rate
+from bench.report import BenchmarkError, BenchOptions, BenchResult, Measurement
+from bench.warehouse_run import Warehouse, bench_warehouse, database_for, drop_databases
+from bench.worker import (
+    KINDS,
+    PATHS,
+    SLOWEST_RATE,
+    START_TIMEOUT_SECONDS,
+    fill_input,
+    wait_for_zero_lag,
+)
+from sigflow.kafka import consumer_lag
+from sigflow.roles import migrate
+from sigflow.settings import Settings, settings_env
+from sigflow.stack.process import BackgroundProcess
+from sinks.clickhouse import ROUTES
+from sinks.warehouse import connect
+
+NAME = "e2e"
+BASELINE_NAME = "naive per-event Faust agent + hand-written Kafka → ClickHouse loader"
+LOADERS = {"sigflow": ("-m", "sigflow", "sink"), "baseline": ("-m", "bench.naive_loader")}
+GROUP_TIMEOUT_SECONDS = 60.0
+LOAD_TIMEOUT_SECONDS = 60.0
+COUNTED_TABLES = ("trades", "candles", "indicators", "signals")
+CANDLE_ROWS = (
+    "SELECT exchange, symbol, interval, toUnixTimestamp64Milli(open_time), "
+    "open, high, low, close, trade_count, volume "
+    "FROM candles FINAL ORDER BY exchange, symbol, interval, open_time"
+)
+
+
+@dataclass(frozen=True)
+class PathPass:
+    """One timed pass: seconds from first record in to last candle queryable, the candle
+    rows it left (`CANDLE_ROWS`) and the row count of each of `COUNTED_TABLES`."""
+
+    seconds: float
+    candles: list[tuple[Any, ...]]
+    rows: dict[str, int]
+
+
+def loader_topics(path: str, settings: Settings) -> list[str]:
+    """The topics a path's loader consumes (sigflow's sink: every routed topic)."""
+    if path == "baseline":
+        return [settings.topic("candles")]
+    return sorted({settings.topic(route.topic) for route in ROUTES})
+
+
+async def wait_until_consuming(settings: Settings, loader: BackgroundProcess) -> None:
+    """Until the loader's consumer group is stable: it has joined and owns its partitions,
+    so its start-up is not part of the timed pass."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    deadline = time.monotonic() + GROUP_TIMEOUT_SECONDS
+    try:
+        while True:
+            if not loader.is_running():
+                raise BenchmarkError(f"the loader exited:\n{loader.log_tail(40)}")
+            try:
+                (response,) = await admin.describe_consumer_groups([settings.sink_group_id])
+                groups = response.to_object()["groups"]
+            except KafkaError:
+                groups = []  # the group's coordinator is not there yet
+            if groups and groups[0]["state"] == "Stable":
+                return
+            if time.monotonic() > deadline:
+                raise BenchmarkError(
+                    f"the loader's group is not stable after {GROUP_TIMEOUT_SECONDS:g} s:\n"
+                    f"{loader.log_tail(40)}"
+                )
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
+async def wait_until_loaded(
+    settings: Settings, topics: list[str], loader: BackgroundProcess
+) -> None:
+    """Until the loader has committed every record of `topics` (so all of it is inserted)."""
+    deadline = time.monotonic() + LOAD_TIMEOUT_SECONDS
+    while await consumer_lag(settings, settings.sink_group_id, topics) != 0:
+        if not loader.is_running():
+            raise BenchmarkError(f"the loader exited:\n{loader.log_tail(40)}")
+        if time.monotonic() > deadline:
+            raise BenchmarkError(
+                f"the loader has not caught up {LOAD_TIMEOUT_SECONDS:g} s after the worker "
+                f"drained:\n{loader.log_tail(40)}"
+            )
+        await asyncio.sleep(0.2)
+
+
+async def read_results(settings: Settings) -> tuple[float, list[tuple[Any, ...]], dict[str, int]]:
+    """(the newest candle's insert time in epoch seconds, the candle rows, rows per table)."""
+    client = await connect(settings)
+    try:
+        newest = await client.query("SELECT toUnixTimestamp64Milli(max(inserted_at)) FROM candles")
+        candles = await client.query(CANDLE_ROWS)
+        rows: dict[str, int] = {}
+        for table in COUNTED_TABLES:
+            rows[table] = (await client.query(f"SELECT count() FROM {table}")).result_rows[0][0]
+    finally:
+        await client.close()
+    candle_rows = [tuple(row) for row in candles.result_rows]
+    return float(newest.result_rows[0][0]) / 1000.0, candle_rows, rows
+
+
+async def timed_pass(
+    path: str, settings: Settings, run_dir: Path, ends: dict[int, int], trades: int
+) -> PathPass:
+    """Start the path's loader, then its worker on the filled input, and time them."""
+    await migrate(settings)
+    loader = BackgroundProcess(
+        f"{settings.processor_app_id}-loader",
+        run_dir,
+        [sys.executable, *LOADERS[path]],
+        env=settings_env(settings),
+    )
+    loader.start()
+    try:
+        await wait_until_consuming(settings, loader)
+        worker = WorkerProcess(KINDS[path], settings, run_dir, ends)
+        worker.start()
+        try:
+            first_in = await worker.wait_for("first_in", START_TIMEOUT_SECONDS)
+            await worker.wait_for("drained", max(60.0, trades / SLOWEST_RATE))
+            await wait_for_zero_lag(settings)
+        finally:
+            worker.stop()
+        await wait_until_loaded(settings, loader_topics(path, settings), loader)
+    finally:
+        loader.stop(timeout=20)
+    newest, candles, rows = await read_results(settings)
+    return PathPass(newest - first_in, candles, rows)
+
+
+def check_same_candles(ours: list[tuple[Any, ...]], theirs: list[tuple[Any, ...]]) -> None:
+    """Refuse a ratio unless both paths left the same candles: exact OHLC and trade count,
+    volume to 1e-9 (sums in another order)."""
+    if not ours or len(ours) != len(theirs):
+        raise BenchmarkError(f"candle rows differ: {len(ours)} vs {len(theirs)}")
+    for mine, other in zip(ours, theirs, strict=True):
+        if mine[:-1] != other[:-1] or not math.isclose(mine[-1], other[-1], rel_tol=1e-9):
+            raise BenchmarkError(f"candle rows differ: sigflow {mine} vs baseline {other}")
+
+
+async def measure(
+    options: BenchOptions, bootstrap: str, warehouse: Warehouse, run_dir: Path
+) -> dict[str, Any]:
+    prefix = run_id()
+    options.say(f"generating {options.trades:,} trades over {options.symbols} symbols")
+    trades = bench_trades(options.trades, options.seed, options.symbols, event_rate(options))
+    run_settings = bench_settings(bootstrap, prefix, prefix, run_dir, **warehouse.settings)
+    seconds: dict[str, list[float]] = {path: [] for path in PATHS}
+    rows: dict[str, dict[str, int]] = {}
+    try:
+        for repetition in range(options.repeats):
+            candles: dict[str, list[tuple[Any, ...]]] = {}
+            for path in PATHS if repetition % 2 == 0 else PATHS[::-1]:
+                # Fresh topics for both paths: a loader reads its topics from the start.
+                name = f"{prefix}-{path}-{repetition}"
+                settings = bench_settings(
+                    bootstrap,
+                    name,
+                    name,
+                    run_dir / path,
+                    **warehouse.settings,
+                    clickhouse_database=database_for(prefix, f"{path}_{repetition}"),
+                    sink_group_id=f"{name}-loader",
+                )
+                options.say(f"writing the trades to {bootstrap} (topics {name}.*)")
+                ends = await fill_input(path, settings, trades)
+                result = await timed_pass(path, settings, run_dir, ends, len(trades))
+                seconds[path].append(result.seconds)
+                candles[path], rows[path] = result.candles, result.rows
+            check_same_candles(candles["sigflow"], candles["baseline"])
+            options.say(
+                f"repetition {repetition + 1}/{options.repeats}: "
+                + ", ".join(f"{p} {len(trades) / seconds[p][-1]:,.0f} trades/s" for p in PATHS)
+            )
+    finally:
+        await delete_run_topics(bootstrap, prefix)
+        await drop_databases(run_settings, prefix)
+    return {
+        "rates": {path: tuple(len(trades) / s for s in seconds[path]) for path in PATHS},
+        "rows": rows,
+    }
+
+
+def run(options: BenchOptions) -> BenchResult:
+    """trades/s from a trades topic to candles in ClickHouse vs a naive agent and loader.
+
+    sigflow's processor and sink against the naive Faust agent and a hand-written loader,
+    each repetition on fresh topics and a fresh database; medians are reported.
+    """
+    with (
+        bench_broker(options.say) as broker,
+        bench_warehouse(options.say) as warehouse,
+        tempfile.TemporaryDirectory(prefix="sigflow-bench-e2e-") as run_dir,
+    ):
+        measured = asyncio.run(measure(options, broker.bootstrap, warehouse, Path(run_dir)))
+    ours, theirs = measured["rows"]["sigflow"], measured["rows"]["baseline"]
+    return BenchResult(
+        bench=NAME,
+        unit="trades/s",
+        sigflow=Measurement(
+            "sigflow process + sigflow sink: batched trades → candles, indicators, signals "
+            "→ every table",
+            measured["rates"]["sigflow"],
+        ),
+        baseline=Measurement(BASELINE_NAME, measured["rates"]["baseline"]),
+        baseline_name=BASELINE_NAME,
+        title="trades in Kafka → candles queryable in ClickHouse",
+        parameters={
+            "broker": broker.description,
+            "warehouse": warehouse.description,
+            "trades": f"{options.trades:,}",
+            "keys": options.symbols,
+            "event_rate": f"{event_rate(options):,.0f} trades/s",
+            "candle_rows": f"{ours['candles']:,}",
+            "sigflow_rows": ", ".join(f"{t} {n:,}" for t, n in ours.items()),
+            "baseline_rows": ", ".join(f"{t} {n:,}" for t, n in theirs.items()),
+            "repeats": options.repeats,
+            "seed": options.seed,
+        },
+    )
