@@ -3,7 +3,8 @@
 Pure logic, no Kafka. Rules live in a TOML file (`alert_rules.toml` in this package is
 the default; `SIGFLOW_ALERT_RULES` points at a user's copy). A rule matches one source,
 `signal` or `anomaly`, filtered by kinds (anomaly kinds, or signal rule ids), exchanges,
-symbols and a minimum severity/score (anomalies) or strength/direction (signals).
+symbols, candle intervals and a minimum severity/score (anomalies) or strength/direction
+(signals).
 
 Cool-down, in event time: after a rule fires for a (subject, kind), further matches with
 an event time less than `cooldown` later are suppressed (and counted), so a storm of
@@ -16,13 +17,14 @@ state (`Cooldowns`, a dict of last firing times) in a Faust table.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from processors.candles import INTERVAL_UNITS_MS
+from processors.candles import INTERVAL_UNITS_MS, interval_ms
 from processors.exceptions import AlertRuleError
 from processors.rules_files import parse_toml, read_rules
 from schemas.codec import codec_for
@@ -62,6 +64,7 @@ class AlertRule(BaseModel):
     kinds: tuple[str, ...] = ()
     exchanges: tuple[str, ...] = ()
     symbols: tuple[str, ...] = ()
+    intervals: tuple[str, ...] = ()
     min_severity: Severity = "info"
     min_score: float = Field(0.0, ge=0)
     min_strength: float = Field(0.0, ge=0, le=1)
@@ -73,6 +76,13 @@ class AlertRule(BaseModel):
     @classmethod
     def _duration(cls, value: str) -> str:
         duration_ms(value)
+        return value
+
+    @field_validator("intervals")
+    @classmethod
+    def _intervals(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for interval in value:
+            interval_ms(interval)
         return value
 
     @property
@@ -101,6 +111,9 @@ class AlertRule(BaseModel):
         if self.exchanges and event.exchange not in self.exchanges:
             return False
         if self.symbols and event.symbol not in self.symbols:
+            return False
+        # Events scored on no candle (stale feeds, on-chain kinds) pass an interval filter.
+        if self.intervals and event.interval is not None and event.interval not in self.intervals:
             return False
         if self.source == "anomaly":
             return (
@@ -150,12 +163,28 @@ def parse_alert_rules(text: str, *, source: str = "<string>") -> list[AlertRule]
     return rules
 
 
-def load_alert_rules(path: Path | None = None) -> list[AlertRule]:
-    """Rules from a TOML file, or the packaged defaults when `path` is None."""
+def load_alert_rules(
+    path: Path | None = None, *, built_intervals: Collection[str] | None = None
+) -> list[AlertRule]:
+    """Rules from a TOML file, or the packaged defaults when `path` is None.
+
+    With `built_intervals` (the candle intervals the processor builds), a rule filtering
+    on any other interval is refused: it would silently never match.
+    """
     file = read_rules(
         path, default=DEFAULT_RULES_RESOURCE, error=AlertRuleError, what="alert rules"
     )
-    return parse_alert_rules(file.text, source=file.source)
+    rules = parse_alert_rules(file.text, source=file.source)
+    if built_intervals is not None:
+        for rule in rules:
+            unbuilt = [interval for interval in rule.intervals if interval not in built_intervals]
+            if unbuilt:
+                raise AlertRuleError(
+                    f"{file.source}: rule {rule.id!r}: the processor builds no "
+                    f"{', '.join(unbuilt)} candles "
+                    f"(SIGFLOW_CANDLE_INTERVALS: {', '.join(built_intervals)})"
+                )
+    return rules
 
 
 class AlertEngine:

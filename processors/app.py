@@ -312,7 +312,9 @@ def create_app(settings: Settings) -> faust.App:
     )
     cross_logic = CrossStream(anomaly_rules.divergence)
     alert_logic = AlertStream(
-        AlertEngine(load_alert_rules(settings.alert_rules)),
+        AlertEngine(
+            load_alert_rules(settings.alert_rules, built_intervals=settings.candle_intervals)
+        ),
         {settings.topic("signals"): "signal", settings.topic("anomalies"): "anomaly"},
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -39,14 +41,20 @@ severity = "warning"
 """
 
 
-def jump(minute: int, severity: str = "critical", subject: str = "binance:BTC-USDT") -> Finding:
+def jump(
+    minute: int,
+    severity: str = "critical",
+    subject: str = "binance:BTC-USDT",
+    interval: str | None = "1m",
+    kind: str = "price_jump",
+) -> Finding:
     exchange, symbol = subject.split(":")
     return Finding(
-        kind="price_jump",
+        kind=kind,
         subject=subject,
         exchange=exchange,
         symbol=symbol,
-        interval="1m",
+        interval=interval,
         ts=T0 + minute * MINUTE,
         score=9.3,
         severity=severity,
@@ -120,6 +128,39 @@ def test_cool_downs_are_per_subject_and_filters_apply() -> None:
     ]
 
 
+def test_an_interval_filter_keeps_finer_candles_from_taking_the_cool_down() -> None:
+    rules = """
+[[rules]]
+id = "hourly-moves"
+source = "anomaly"
+kinds = ["price_jump", "stale_feed"]
+intervals = ["1h"]
+cooldown = "15m"
+"""
+    findings = [
+        jump(0, interval="1s"),  # another interval: neither fires nor takes the cool-down
+        jump(1, interval="1h"),
+        jump(2, interval=None, kind="stale_feed"),  # scored on no candle: not filtered
+    ]
+    result = AlertStream(AlertEngine(parse_alert_rules(rules)), SOURCES).process(
+        anomaly_records(findings), {}.get
+    )
+    alerts = [orjson.loads(v) for _, v in result.alerts]
+    assert [(a["kind"], a["ts"]) for a in alerts] == [
+        ("price_jump", T0 + MINUTE),
+        ("stale_feed", T0 + 2 * MINUTE),
+    ]
+    assert result.suppressed["hourly-moves"] == 0
+
+
+def test_a_rule_on_an_interval_the_processor_does_not_build_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.toml"
+    path.write_text('[[rules]]\nid = "a"\nsource = "signal"\nintervals = ["1m", "4h"]\n')
+    assert load_alert_rules(path, built_intervals=["1m", "4h"])[0].intervals == ("1m", "4h")
+    with pytest.raises(AlertRuleError, match=r"rule 'a': the processor builds no 4h candles"):
+        load_alert_rules(path, built_intervals=["1s", "1m", "1h"])
+
+
 def test_signal_rules_filter_on_direction_and_strength() -> None:
     records = [signal_record(0, 1, 0.9), signal_record(1, -1, 0.9), signal_record(2, 1, 0.2)]
     result = stream().process(records, {}.get)
@@ -155,6 +196,7 @@ def test_the_packaged_alert_rules_load() -> None:
             "duplicate",
         ),
         ('[[rules]]\nid = "A!"\nsource = "anomaly"\n', "rule #1"),
+        ('[[rules]]\nid = "a"\nsource = "signal"\nintervals = ["1 hour"]\n', "candle interval"),
     ],
 )
 def test_a_bad_alert_rules_file_is_refused_with_the_reason(text: str, reason: str) -> None:
@@ -213,3 +255,12 @@ def test_cross_stream_reads_a_batched_record_and_dead_letters_only_its_bad_eleme
     [letter] = [orjson.loads(value) for _, value in result.dead_letters]
     assert "not the symbol" in letter["reason"]
     assert orjson.loads(letter["raw"])["symbol"] == "ETH-USDT"
+
+
+def test_the_readme_alert_rules_example_loads() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```toml\n(.*?)```", readme, flags=re.S) if "source = " in b]
+    rules = [rule for block in blocks for rule in parse_alert_rules(block, source="README.md")]
+    by_id = {rule.id: rule for rule in rules}
+    assert by_id["btc-bullish"].intervals == ("15m", "1h")
+    assert by_id["market-anomalies"].cooldown == "15m"
