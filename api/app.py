@@ -37,6 +37,7 @@ from api.routes import (
 )
 from sigflow.settings import Settings
 from sinks.warehouse import database_name
+from sinks.webhooks.secret_box import SecretBox
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.warehouse = Warehouse(settings)
     app.state.api_keys = None  # created with the first authenticated request
+    app.state.webhook_secrets = SecretBox.from_settings(settings)  # a bad key fails here
     app.state.rate_limiter = RateLimiter(settings.api_rate_limit_per_minute)
     app.state.price_book = PriceBook(settings.api_price_max_skew_ms)
     app.state.hub = Hub(settings.api_stream_queue_size, settings.api_stream_recent)

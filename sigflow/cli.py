@@ -447,6 +447,28 @@ def webhooks_rotate_secret(
     typer.echo(secret)
 
 
+@webhooks_app.command("generate-key")
+def webhooks_generate_key() -> None:
+    """Print a new random key for SIGFLOW_WEBHOOK_SECRETS_KEY (seals secrets at rest)."""
+    from sinks.webhooks.secret_box import generate_key
+
+    typer.echo(generate_key())
+
+
+@webhooks_app.command("reseal-secrets")
+def webhooks_reseal_secrets() -> None:
+    """Write every subscription's secrets again under the first SIGFLOW_WEBHOOK_SECRETS_KEY
+    key: after setting it, or after putting a new key first to rotate."""
+    settings = cli_settings()
+    count = asyncio.run(_with_webhooks(settings, lambda store, _: store.reseal()))
+    how = (
+        "sealed with the first key"
+        if settings.webhook_secrets_key.get_secret_value()
+        else ("stored plain (SIGFLOW_WEBHOOK_SECRETS_KEY is not set)")
+    )
+    console.print(f"wrote the secrets of {count} subscription(s) again, {how}")
+
+
 @webhooks_app.command("deliveries")
 def webhooks_deliveries(
     status: Annotated[
@@ -514,15 +536,13 @@ async def _with_webhooks(settings: Settings, action: Callable[[Any, Any], Awaita
     from sinks.warehouse import connect, database_name
     from sinks.webhooks.deliveries import DeliveryLog
     from sinks.webhooks.store import SubscriptionStore
-    from sinks.webhooks.url_guard import AddressPolicy
 
     await migrate(settings)
     client = await connect(settings)
     database = database_name(settings)
     try:
         return await action(
-            SubscriptionStore(client, database, AddressPolicy.from_settings(settings)),
-            DeliveryLog(client, database),
+            SubscriptionStore.from_settings(client, settings), DeliveryLog(client, database)
         )
     finally:
         await client.close()

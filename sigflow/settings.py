@@ -303,6 +303,12 @@ class Settings(BaseSettings):
     webhook_subscription_refresh_seconds: float = Field(
         5.0, gt=0, description="How often the dispatcher re-reads subscriptions."
     )
+    webhook_secrets_key: SecretStr = Field(
+        SecretStr(""),
+        description="Fernet key(s), comma-separated, sealing webhook signing secrets in the "
+        "warehouse (the first seals, any opens; empty: stored plain). "
+        "`sigflow webhooks generate-key` makes one.",
+    )
 
     # API
     api_host: str = Field("127.0.0.1", description="Address the API binds to.")

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from api.cursor import CURSOR_HEADERS, CursorParam, decode_cursor, set_next_cursor
 from api.deps import ClickHouseDep, SettingsDep
@@ -55,9 +55,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 ONE_ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorPublic}, **ERRORS}
 
 
-async def get_store(settings: SettingsDep, clickhouse: ClickHouseDep) -> SubscriptionStore:
+async def get_store(
+    request: Request, settings: SettingsDep, clickhouse: ClickHouseDep
+) -> SubscriptionStore:
     return SubscriptionStore(
-        clickhouse, database_name(settings), AddressPolicy.from_settings(settings)
+        clickhouse,
+        database_name(settings),
+        AddressPolicy.from_settings(settings),
+        request.app.state.webhook_secrets,
     )
 
 

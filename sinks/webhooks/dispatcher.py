@@ -43,6 +43,7 @@ from sinks.webhooks.limits import EndpointLimits
 from sinks.webhooks.messages import webhook_id
 from sinks.webhooks.offsets import OffsetTracker, Partition
 from sinks.webhooks.retry_policy import AttemptResult, Backoff, decide
+from sinks.webhooks.secret_box import SecretBox
 from sinks.webhooks.sender import WebhookSender
 from sinks.webhooks.store import SubscriptionStore
 from sinks.webhooks.subscriptions import Subscription
@@ -83,6 +84,7 @@ class WebhookDispatcher:
         self.retry_topic = settings.topic("webhooks.retry")
         self.dead_letter_topic = settings.topic("webhooks.dlq")
         self.policy = AddressPolicy.from_settings(settings)
+        self.box = SecretBox.from_settings(settings)  # a malformed key fails here, at start
         self.backoff = Backoff(
             settings.webhook_backoff_base_seconds, settings.webhook_backoff_max_seconds
         )
@@ -119,7 +121,7 @@ class WebhookDispatcher:
         """Dispatch until `stop()`; an unexpected error in a delivery stops and re-raises."""
         client = await connect(self.settings)
         database = database_name(self.settings)
-        self._store = SubscriptionStore(client, database, self.policy)
+        self._store = SubscriptionStore(client, database, self.policy, self.box)
         self._log = DeliveryLog(client, database)
         self._sender = WebhookSender(self.settings, self.policy)
         refresher: asyncio.Task[None] | None = None

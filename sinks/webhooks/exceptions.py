@@ -5,7 +5,8 @@ SigflowError
     ├── UnsafeUrlError        a URL that is not http(s) or resolves to a refused address
     ├── InvalidSubscription   a subscription that cannot be created as asked
     ├── SubscriptionNotFound  no subscription with that id
-    └── InvalidSecret         a secret that is not `whsec_` + base64 of 24-64 bytes
+    ├── InvalidSecret         a secret that is not `whsec_` + base64 of 24-64 bytes
+    └── SecretsKeyError       SIGFLOW_WEBHOOK_SECRETS_KEY is malformed, missing or wrong
 """
 
 from __future__ import annotations
@@ -35,3 +36,7 @@ class SubscriptionNotFound(WebhookError):
 
 class InvalidSecret(WebhookError):
     """A signing secret that does not follow the Standard Webhooks format."""
+
+
+class SecretsKeyError(WebhookError):
+    """Stored secrets cannot be sealed or opened with `SIGFLOW_WEBHOOK_SECRETS_KEY`."""

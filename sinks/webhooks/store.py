@@ -4,8 +4,9 @@ Used by the CLI, the dispatcher and the HTTP API alike. Every change writes the 
 row again with a higher `version`; ReplacingMergeTree keeps the newest, and reads use
 FINAL, so the table always answers with one current row per subscription.
 
-Secrets are stored as given: the dispatcher needs them to sign (an HMAC key cannot be
-hashed at rest). Restrict who may read this table like any other credential store.
+The dispatcher needs the secrets themselves to sign (an HMAC key cannot be hashed), so
+they go through a `SecretBox`: sealed with `SIGFLOW_WEBHOOK_SECRETS_KEY` when it is set,
+else stored as given (then restrict who may read this table like any credential store).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from clickhouse_connect.driver.asyncclient import AsyncClient
 from pydantic import SecretStr
 
 from schemas.events import SEVERITY_RANK, Severity
-from sinks.warehouse import as_utc
+from sigflow.settings import Settings
+from sinks.warehouse import as_utc, database_name
 from sinks.webhooks.exceptions import InvalidSubscription, SubscriptionNotFound
+from sinks.webhooks.secret_box import SecretBox
 from sinks.webhooks.signing import generate_secret
 from sinks.webhooks.subscriptions import Subscription
 from sinks.webhooks.url_guard import AddressPolicy, check_url
@@ -54,13 +57,14 @@ class NewSubscription:
     secret: str
 
 
-def _from_row(row: Sequence[Any]) -> Subscription:
+def _from_row(row: Sequence[Any], box: SecretBox) -> Subscription:
     values = dict(zip(COLUMNS, row, strict=True))
+    previous = values["previous_secret"]
     return Subscription(
         subscription_id=values["subscription_id"],
         url=values["url"],
-        secret=SecretStr(values["secret"]),
-        previous_secret=SecretStr(values["previous_secret"]) if values["previous_secret"] else None,
+        secret=SecretStr(box.open(values["secret"])),
+        previous_secret=SecretStr(box.open(previous)) if previous else None,
         previous_secret_expires_at=as_utc(values["previous_secret_expires_at"]),
         kinds=tuple(values["kinds"]),
         symbols=tuple(values["symbols"]),
@@ -88,10 +92,23 @@ def validate_filters(kinds: Sequence[str], symbols: Sequence[str], min_severity:
 class SubscriptionStore:
     """Create, read and change webhook subscriptions."""
 
-    def __init__(self, client: AsyncClient, database: str, policy: AddressPolicy) -> None:
+    def __init__(
+        self, client: AsyncClient, database: str, policy: AddressPolicy, box: SecretBox
+    ) -> None:
         self.client = client
         self.table = f"{database}.webhook_subscriptions"
         self.policy = policy
+        self.box = box
+
+    @classmethod
+    def from_settings(cls, client: AsyncClient, settings: Settings) -> SubscriptionStore:
+        """The store of the configured database, URL policy and secrets key."""
+        return cls(
+            client,
+            database_name(settings),
+            AddressPolicy.from_settings(settings),
+            SecretBox.from_settings(settings),
+        )
 
     async def create(
         self,
@@ -164,13 +181,21 @@ class SubscriptionStore:
         )
         return secret
 
+    async def reseal(self) -> int:
+        """Write every subscription again, its secrets sealed with the first key (or plain
+        with none): after setting or rotating `SIGFLOW_WEBHOOK_SECRETS_KEY`. How many."""
+        subscriptions = await self.all()
+        for subscription in subscriptions:
+            await self._write(subscription)
+        return len(subscriptions)
+
     async def _write(self, subscription: Subscription) -> None:
         previous = subscription.previous_secret
         row = [
             subscription.subscription_id,
             subscription.url,
-            subscription.secret.get_secret_value(),
-            previous.get_secret_value() if previous is not None else "",
+            self.box.seal(subscription.secret.get_secret_value()),
+            self.box.seal(previous.get_secret_value()) if previous is not None else "",
             subscription.previous_secret_expires_at,
             list(subscription.kinds),
             list(subscription.symbols),
@@ -189,4 +214,4 @@ class SubscriptionStore:
             "ORDER BY created_at, subscription_id",
             parameters=parameters,
         )
-        return [_from_row(row) for row in result.result_rows]
+        return [_from_row(row, self.box) for row in result.result_rows]

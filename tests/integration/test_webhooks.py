@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from sigflow.kafka import create_producer
 from sigflow.settings import Settings, settings_env
-from sinks.webhooks.exceptions import UnsafeUrlError
+from sinks.webhooks.exceptions import SecretsKeyError, UnsafeUrlError
 from sinks.webhooks.messages import webhook_id
+from sinks.webhooks.secret_box import SecretBox, generate_key
 from sinks.webhooks.url_guard import AddressPolicy
 from tests.conftest import Roles
 from tests.integration.webhook_receiver import (
@@ -247,6 +249,53 @@ async def test_rotation_signs_with_old_and_new_secret(settings: Settings) -> Non
     for secret in (created.secret, new_secret):
         receiver.secrets[:] = [secret]
         assert await asyncio.to_thread(_verifies, receiver, arrival)
+
+
+async def test_secrets_are_sealed_at_rest_still_sign_and_reseal_under_a_new_key(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from tests.integration.test_cli import run_sigflow
+
+    old_key, new_key = generate_key(), generate_key()
+    keyed = settings.model_copy(update={"webhook_secrets_key": SecretStr(old_key)})
+    table = f"{settings.clickhouse_database}.webhook_subscriptions"
+
+    async def stored_secret(subscription_id: str) -> str:
+        [(secret,)] = await query(
+            settings,
+            f"SELECT secret FROM {table} FINAL WHERE subscription_id = {{id:String}}",
+            id=subscription_id,
+        )
+        return str(secret)
+
+    async with receiving() as receiver:
+        plain = await subscribe(settings, receiver)  # written before a key was set
+        sealed = await subscribe(keyed, receiver)
+        plain_id = plain.subscription.subscription_id
+        sealed_id = sealed.subscription.subscription_id
+        assert await stored_secret(plain_id) == plain.secret
+        at_rest = await stored_secret(sealed_id)
+        assert at_rest.startswith("fernet:") and sealed.secret not in at_rest
+        async with subscription_store(settings) as unkeyed:
+            with pytest.raises(SecretsKeyError, match="SIGFLOW_WEBHOOK_SECRETS_KEY is not set"):
+                await unkeyed.get(sealed_id)
+        # The dispatcher opens both to sign: each subscription's delivery verifies.
+        async with dispatching(keyed):
+            await publish_alerts(keyed, [make_alert(30)])
+            await eventually(lambda: len(receiver.arrivals) == 2, "both deliveries")
+    assert all(arrival.verified_independently for arrival in receiver.arrivals)
+
+    # Rotation: the new key first, then reseal with the CLI; the old key can go.
+    rotated = {**settings_env(keyed), "SIGFLOW_WEBHOOK_SECRETS_KEY": f"{new_key},{old_key}"}
+    resealed = await asyncio.to_thread(
+        run_sigflow, "webhooks", "reseal-secrets", env=rotated, cwd=tmp_path
+    )
+    assert resealed.returncode == 0, resealed.stderr
+    assert "of 2 subscription(s) again, sealed with the first key" in resealed.stderr
+    assert old_key not in resealed.stdout + resealed.stderr
+    only_new = SecretBox([new_key])
+    assert only_new.open(await stored_secret(plain_id)) == plain.secret
+    assert only_new.open(await stored_secret(sealed_id)) == sealed.secret
 
 
 def _verifies(receiver: Any, arrival: Any) -> bool:

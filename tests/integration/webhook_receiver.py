@@ -30,10 +30,9 @@ from sigflow.kafka import create_producer, ensure_topics
 from sigflow.roles import migrate
 from sigflow.settings import Settings
 from sigflow.stack.process import free_port
-from sinks.warehouse import connect, database_name
+from sinks.warehouse import connect
 from sinks.webhooks.dispatcher import WebhookDispatcher
 from sinks.webhooks.store import NewSubscription, SubscriptionStore
-from sinks.webhooks.url_guard import AddressPolicy
 
 TOLERANCE_SECONDS = 300
 
@@ -168,9 +167,7 @@ async def prepare(settings: Settings) -> None:
 async def subscription_store(settings: Settings) -> AsyncIterator[SubscriptionStore]:
     client = await connect(settings)
     try:
-        yield SubscriptionStore(
-            client, database_name(settings), AddressPolicy.from_settings(settings)
-        )
+        yield SubscriptionStore.from_settings(client, settings)
     finally:
         await client.close()
 
