@@ -32,6 +32,7 @@ from sinks.warehouse import database_name
 from sinks.webhooks.deliveries import DeliveryLog, DeliveryState
 from sinks.webhooks.exceptions import (
     InvalidSubscription,
+    SecretsKeyError,
     SubscriptionNotFound,
     UnsafeUrlError,
     WebhookError,
@@ -71,7 +72,8 @@ StoreDep = Annotated[SubscriptionStore, Depends(get_store)]
 
 @contextmanager
 def webhook_errors() -> Iterator[None]:
-    """The webhook package's errors as API errors: unknown id 404, refused input 422."""
+    """The webhook package's errors as API errors: unknown id 404, refused input 422, a
+    missing or wrong secrets key 503."""
     try:
         yield
     except SubscriptionNotFound as exc:
@@ -80,6 +82,8 @@ def webhook_errors() -> Iterator[None]:
         raise ApiError(422, "unsafe_url", str(exc)) from exc
     except InvalidSubscription as exc:
         raise ApiError(422, "invalid_subscription", str(exc)) from exc
+    except SecretsKeyError as exc:  # the server's key, not the request, is wrong
+        raise ApiError(503, "secrets_key", str(exc)) from exc
     except WebhookError as exc:  # e.g. a host name that does not resolve
         raise ApiError(422, "invalid_url", str(exc)) from exc
     except ClickHouseError as exc:

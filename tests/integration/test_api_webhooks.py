@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from pydantic import SecretStr
 
 from schemas.events import PendingDelivery
 from sigflow.roles import migrate
@@ -22,6 +23,7 @@ from sigflow.settings import Settings
 from sinks.warehouse import connect, database_name
 from sinks.webhooks.deliveries import DeliveryLog
 from sinks.webhooks.messages import webhook_id
+from sinks.webhooks.secret_box import generate_key
 from tests.integration.test_api import assert_error, new_api_key, serve, settings_for
 from tests.integration.webhook_receiver import Reply, make_alert, receiving
 
@@ -325,3 +327,32 @@ async def test_public_read_does_not_open_webhook_management(settings: Settings) 
     async with serve(public) as anonymous:
         response = await anonymous.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/"})
     assert_error(response, 401, "missing_api_key")
+
+
+# ---- secrets sealed at rest ------------------------------------------------------------
+
+
+async def test_sealed_secrets_need_the_servers_key_and_its_absence_is_a_503(
+    kafka_bootstrap: str, clickhouse_url: str
+) -> None:
+    base = settings_for(kafka_bootstrap, clickhouse_url, f"apiseal{uuid.uuid4().hex[:8]}")
+    await migrate(base)
+    key = await new_api_key(base)
+    keyed = base.model_copy(
+        update={"webhook_allow_private": True, "webhook_secrets_key": SecretStr(generate_key())}
+    )
+    async with serve(keyed, key) as http:
+        created = await create(http, "http://127.0.0.1:9/hook")
+        listed = await http.get("/v1/webhooks")
+    assert listed.status_code == 200 and created["secret"] not in listed.text
+    client = await connect(base)
+    try:
+        stored = await client.query(
+            f"SELECT secret FROM {database_name(base)}.webhook_subscriptions FINAL"
+        )
+    finally:
+        await client.close()
+    assert stored.result_rows[0][0].startswith("fernet:")
+    async with serve(base, key) as http:  # the same table, a server without the key
+        refused = await http.get("/v1/webhooks")
+    assert_error(refused, 503, "secrets_key", "SIGFLOW_WEBHOOK_SECRETS_KEY is not set")
