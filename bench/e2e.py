@@ -15,15 +15,23 @@ drained its input and the loader has committed all of its topics. Both paths mus
 put the same candles in ClickHouse (read with `FINAL`, as an analyst would), or no ratio
 is reported. sigflow's sink also loads trades, indicators and signals (the report says
 how many rows); the baseline loads only candles.
+
+Then freshness, sigflow's p50/p99 of the JSON line: its worker and sink under `bench
+latency`'s steady 10,000 trades/s (1m candles, on the now warm broker), each window's
+latency from its closing trade's hand-over to its candle row's `inserted_at`. The sink
+flushes every `SIGFLOW_SINK_FLUSH_SECONDS` (1 s), so that is most of it. The naive
+stack cannot keep that pace, so it has no latency to compare.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +39,9 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from bench import latency
 from bench.kafka_run import (
+    DEFAULTS,
     WorkerProcess,
     bench_broker,
     bench_settings,
@@ -49,6 +59,7 @@ from bench.worker import (
     fill_input,
     wait_for_zero_lag,
 )
+from processors.candles import interval_ms
 from sigflow.kafka import consumer_lag
 from sigflow.roles import migrate
 from sigflow.settings import Settings, settings_env
@@ -62,6 +73,7 @@ LOADERS = {"sigflow": ("-m", "sigflow", "sink"), "baseline": ("-m", "bench.naive
 GROUP_TIMEOUT_SECONDS = 60.0
 LOAD_TIMEOUT_SECONDS = 60.0
 COUNTED_TABLES = ("trades", "candles", "indicators", "signals")
+FRESHNESS_TRADES = 300_000  # 30 s at `bench latency`'s pace
 CANDLE_ROWS = (
     "SELECT exchange, symbol, interval, toUnixTimestamp64Milli(open_time), "
     "open, high, low, close, trade_count, volume "
@@ -144,10 +156,12 @@ async def read_results(settings: Settings) -> tuple[float, list[tuple[Any, ...]]
     return float(newest.result_rows[0][0]) / 1000.0, candle_rows, rows
 
 
-async def timed_pass(
-    path: str, settings: Settings, run_dir: Path, ends: dict[int, int], trades: int
-) -> PathPass:
-    """Start the path's loader, then its worker on the filled input, and time them."""
+@contextlib.asynccontextmanager
+async def running_loader(
+    path: str, settings: Settings, run_dir: Path
+) -> AsyncIterator[BackgroundProcess]:
+    """The path's loader on a migrated database, consuming (its group stable) until the
+    block ends; then it is stopped."""
     await migrate(settings)
     loader = BackgroundProcess(
         f"{settings.processor_app_id}-loader",
@@ -158,6 +172,16 @@ async def timed_pass(
     loader.start()
     try:
         await wait_until_consuming(settings, loader)
+        yield loader
+    finally:
+        loader.stop(timeout=20)
+
+
+async def timed_pass(
+    path: str, settings: Settings, run_dir: Path, ends: dict[int, int], trades: int
+) -> PathPass:
+    """Start the path's loader, then its worker on the filled input, and time them."""
+    async with running_loader(path, settings, run_dir) as loader:
         worker = WorkerProcess(KINDS[path], settings, run_dir, ends)
         worker.start()
         try:
@@ -167,10 +191,60 @@ async def timed_pass(
         finally:
             worker.stop()
         await wait_until_loaded(settings, loader_topics(path, settings), loader)
-    finally:
-        loader.stop(timeout=20)
     newest, candles, rows = await read_results(settings)
     return PathPass(newest - first_in, candles, rows)
+
+
+async def freshness_pass(
+    options: BenchOptions, bootstrap: str, warehouse: Warehouse, run_dir: Path, prefix: str
+) -> list[float]:
+    """Seconds from each window's closing trade to its candle row in ClickHouse, with
+    sigflow's worker and sink under `bench latency`'s steady pace, for the windows closed
+    after its warm-up."""
+    count = min(options.trades, FRESHNESS_TRADES)
+    trades = bench_trades(count, options.seed, options.symbols, latency.EVENT_TRADES_PER_SECOND)
+    width = interval_ms(latency.INTERVAL)
+    closing = latency.closing_trades(trades, width, DEFAULTS.allowed_lateness_ms)
+    name = f"{prefix}-fresh"
+    settings = bench_settings(
+        bootstrap,
+        name,
+        name,
+        run_dir / "fresh",
+        **warehouse.settings,
+        clickhouse_database=database_for(prefix, "fresh"),
+        sink_group_id=f"{name}-loader",
+        candle_intervals=[latency.INTERVAL],
+    )
+    async with running_loader("sigflow", settings, run_dir) as loader:
+        handed, _, since, _ = await latency.timed_pass(
+            "sigflow",
+            settings,
+            run_dir,
+            trades,
+            [settings.topic("candles")],
+            len(closing),
+            options.say,
+        )
+        await wait_until_loaded(settings, loader_topics("sigflow", settings), loader)
+    client = await connect(settings)
+    try:
+        rows = await client.query(
+            "SELECT exchange, symbol, toUnixTimestamp64Milli(open_time), "
+            "toUnixTimestamp64Milli(inserted_at) FROM candles"
+        )
+    finally:
+        await client.close()
+    ages = []
+    for exchange, symbol, open_time, inserted in rows.result_rows:
+        index = closing.get((f"{exchange}:{symbol}".encode(), open_time))
+        if index is None:
+            raise BenchmarkError(f"a candle no trade closed: {exchange}:{symbol} {open_time}")
+        if handed[index] >= since:
+            ages.append(inserted / 1000.0 - handed[index])
+    if not ages:
+        raise BenchmarkError("freshness: no candle closed after the warm-up (more --trades?)")
+    return ages
 
 
 def check_same_candles(ours: list[tuple[Any, ...]], theirs: list[tuple[Any, ...]]) -> None:
@@ -217,12 +291,15 @@ async def measure(
                 f"repetition {repetition + 1}/{options.repeats}: "
                 + ", ".join(f"{p} {len(trades) / seconds[p][-1]:,.0f} trades/s" for p in PATHS)
             )
+        options.say(f"freshness: sigflow under a steady {latency.RATE:,.0f} trades/s")
+        freshness = await freshness_pass(options, bootstrap, warehouse, run_dir, prefix)
     finally:
         await delete_run_topics(bootstrap, prefix)
         await drop_databases(run_settings, prefix)
     return {
         "rates": {path: tuple(len(trades) / s for s in seconds[path]) for path in PATHS},
         "rows": rows,
+        "freshness": freshness,
     }
 
 
@@ -230,7 +307,8 @@ def run(options: BenchOptions) -> BenchResult:
     """trades/s from a trades topic to candles in ClickHouse vs a naive agent and loader.
 
     sigflow's processor and sink against the naive Faust agent and a hand-written loader,
-    each repetition on fresh topics and a fresh database; medians are reported.
+    each repetition on fresh topics and a fresh database; medians are reported. Then
+    sigflow's freshness (p50/p99 trade → candle row) under a steady pace.
     """
     with (
         bench_broker(options.say) as broker,
@@ -246,10 +324,12 @@ def run(options: BenchOptions) -> BenchResult:
             "sigflow process + sigflow sink: batched trades → candles, indicators, signals "
             "→ every table",
             measured["rates"]["sigflow"],
+            tuple(measured["freshness"]),
         ),
         baseline=Measurement(BASELINE_NAME, measured["rates"]["baseline"]),
         baseline_name=BASELINE_NAME,
         title="trades in Kafka → candles queryable in ClickHouse",
+        latency_label="trade → row",
         parameters={
             "broker": broker.description,
             "warehouse": warehouse.description,
@@ -261,5 +341,7 @@ def run(options: BenchOptions) -> BenchResult:
             "baseline_rows": ", ".join(f"{t} {n:,}" for t, n in theirs.items()),
             "repeats": options.repeats,
             "seed": options.seed,
+            "freshness": f"{len(measured['freshness']):,} 1m candles at "
+            f"{latency.RATE:,.0f} trades/s, sink flush {DEFAULTS.sink_flush_seconds:g} s",
         },
     )

@@ -66,7 +66,7 @@ async def test_e2e_bench_loads_the_same_candles_both_ways_and_drops_its_database
     monkeypatch.setenv("SIGFLOW_CLICKHOUSE_URL", clickhouse_url)
     # The benchmark runs its own event loop, so it runs in a thread here.
     result = await asyncio.to_thread(
-        BENCHMARKS["e2e"], BenchOptions(trades=12_000, repeats=1, symbols=4)
+        BENCHMARKS["e2e"], BenchOptions(trades=30_000, repeats=1, symbols=4)
     )
     line = printed_json(result)
 
@@ -76,7 +76,8 @@ async def test_e2e_bench_loads_the_same_candles_both_ways_and_drops_its_database
     # sigflow's sink loaded the trades and indicators as well.
     rows = result.parameters
     assert int(str(rows["candle_rows"]).replace(",", "")) > 0
-    assert "trades 12,000" in str(rows["sigflow_rows"])
+    assert "trades 30,000" in str(rows["sigflow_rows"])
+    assert 0 < line["p50_ms"] <= line["p99_ms"] < 60_000  # trade → candle row, paced
     assert "indicators 0" not in str(rows["sigflow_rows"])
     assert await bench_databases(clickhouse_url) == []
 
