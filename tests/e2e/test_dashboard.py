@@ -45,13 +45,18 @@ SERIES = (
 )
 
 
-def waving_trades() -> list[Any]:
+def waving_trades(
+    series: tuple[tuple[str, str, float], ...] = SERIES,
+    start: int = START,
+    minutes: int = MINUTES,
+    seed: int = 7,
+) -> list[Any]:
     """Prices on a 24-minute wave (so EMAs and MACD cross), a trade every ~4 s."""
-    rng = random.Random(7)
+    rng = random.Random(seed)
     trades = []
-    for exchange, symbol, base in SERIES:
-        ts = START
-        for i in range(MINUTES * 15):
+    for exchange, symbol, base in series:
+        ts = start
+        for _ in range(minutes * 15):
             ts += rng.randint(3_000, 5_000)
             wave = math.sin(2 * math.pi * (ts - START) / (24 * MINUTE))
             price = round(base * (1 + 0.01 * wave + rng.gauss(0, 0.0004)), 2)
@@ -59,7 +64,7 @@ def waving_trades() -> list[Any]:
                 TRADE.build(
                     exchange=exchange,
                     symbol=symbol,
-                    trade_id=str(i),
+                    trade_id=str(ts),
                     price=price,
                     size=round(rng.uniform(0.01, 1.0), 4),
                     side=rng.choice(["buy", "sell"]),
@@ -193,6 +198,20 @@ async def test_dashboard_shows_live_prices_candles_signals_and_anomalies(
         )
         time.sleep(1.0)  # let the chart finish its animation frame before the picture
         driver.save_screenshot(str(shot))
+
+        # Another series: its history loads, and its live candles come through the
+        # chart's own subscription, renewed for the newly charted symbol.
+        await asyncio.to_thread(
+            driver.execute_script,
+            "const s = document.getElementById('series');"
+            "s.value = 'coinbase:BTC-USD'; s.dispatchEvent(new Event('change'));",
+        )
+        wait_until(driver, "coinbase's history", lambda: candle_count(driver) > 30)
+        switched_candles = settled(lambda: candle_count(driver))
+        later = waving_trades(SERIES[:1], start=trades[-1].ts, minutes=3, seed=8)
+        await publish(settings, later)
+        wait_until(driver, "a new coinbase candle", lambda: candle_count(driver) > switched_candles)
+        driver.save_screenshot(str(ARTIFACTS / "dashboard-switched.png"))
 
         prices = settled(lambda: price_texts(driver))
         signals = settled(
