@@ -31,7 +31,7 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,47 +98,50 @@ def loader_topics(path: str, settings: Settings) -> list[str]:
     return sorted({settings.topic(route.topic) for route in ROUTES})
 
 
+async def until(
+    done: Callable[[], Awaitable[bool]], loader: BackgroundProcess, what: str, timeout: float
+) -> None:
+    """Poll `done()` until it holds; fail with the loader's log if the loader exits or
+    `timeout` seconds pass first (`what` says what never happened)."""
+    deadline = time.monotonic() + timeout
+    while not await done():
+        if not loader.is_running():
+            raise BenchmarkError(f"the loader exited:\n{loader.log_tail(40)}")
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f"{what} after {timeout:g} s:\n{loader.log_tail(40)}")
+        await asyncio.sleep(0.2)
+
+
 async def wait_until_consuming(settings: Settings, loader: BackgroundProcess) -> None:
     """Until the loader's consumer group is stable: it has joined and owns its partitions,
     so its start-up is not part of the timed pass."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
-    deadline = time.monotonic() + GROUP_TIMEOUT_SECONDS
+
+    async def stable() -> bool:
+        try:
+            (response,) = await admin.describe_consumer_groups([settings.sink_group_id])
+        except KafkaError:
+            return False  # the group's coordinator is not there yet
+        groups = response.to_object()["groups"]
+        return bool(groups) and groups[0]["state"] == "Stable"
+
     try:
-        while True:
-            if not loader.is_running():
-                raise BenchmarkError(f"the loader exited:\n{loader.log_tail(40)}")
-            try:
-                (response,) = await admin.describe_consumer_groups([settings.sink_group_id])
-                groups = response.to_object()["groups"]
-            except KafkaError:
-                groups = []  # the group's coordinator is not there yet
-            if groups and groups[0]["state"] == "Stable":
-                return
-            if time.monotonic() > deadline:
-                raise BenchmarkError(
-                    f"the loader's group is not stable after {GROUP_TIMEOUT_SECONDS:g} s:\n"
-                    f"{loader.log_tail(40)}"
-                )
-            await asyncio.sleep(0.2)
+        await until(stable, loader, "the loader's group is not stable", GROUP_TIMEOUT_SECONDS)
     finally:
         await admin.close()
 
 
-async def wait_until_loaded(
-    settings: Settings, topics: list[str], loader: BackgroundProcess
-) -> None:
-    """Until the loader has committed every record of `topics` (so all of it is inserted)."""
-    deadline = time.monotonic() + LOAD_TIMEOUT_SECONDS
-    while await consumer_lag(settings, settings.sink_group_id, topics) != 0:
-        if not loader.is_running():
-            raise BenchmarkError(f"the loader exited:\n{loader.log_tail(40)}")
-        if time.monotonic() > deadline:
-            raise BenchmarkError(
-                f"the loader has not caught up {LOAD_TIMEOUT_SECONDS:g} s after the worker "
-                f"drained:\n{loader.log_tail(40)}"
-            )
-        await asyncio.sleep(0.2)
+async def wait_until_loaded(path: str, settings: Settings, loader: BackgroundProcess) -> None:
+    """Until the loader has committed every record of its topics (so all of it is inserted)."""
+    topics = loader_topics(path, settings)
+
+    async def caught_up() -> bool:
+        return await consumer_lag(settings, settings.sink_group_id, topics) == 0
+
+    await until(
+        caught_up, loader, "the loader has not caught up with the worker", LOAD_TIMEOUT_SECONDS
+    )
 
 
 async def read_results(settings: Settings) -> tuple[float, list[tuple[Any, ...]], dict[str, int]]:
@@ -190,7 +193,7 @@ async def timed_pass(
             await wait_for_zero_lag(settings)
         finally:
             worker.stop()
-        await wait_until_loaded(settings, loader_topics(path, settings), loader)
+        await wait_until_loaded(path, settings, loader)
     newest, candles, rows = await read_results(settings)
     return PathPass(newest - first_in, candles, rows)
 
@@ -226,7 +229,7 @@ async def freshness_pass(
             len(closing),
             options.say,
         )
-        await wait_until_loaded(settings, loader_topics("sigflow", settings), loader)
+        await wait_until_loaded("sigflow", settings, loader)
     client = await connect(settings)
     try:
         rows = await client.query(
@@ -235,13 +238,11 @@ async def freshness_pass(
         )
     finally:
         await client.close()
-    ages = []
-    for exchange, symbol, open_time, inserted in rows.result_rows:
-        index = closing.get((f"{exchange}:{symbol}".encode(), open_time))
-        if index is None:
-            raise BenchmarkError(f"a candle no trade closed: {exchange}:{symbol} {open_time}")
-        if handed[index] >= since:
-            ages.append(inserted / 1000.0 - handed[index])
+    inserted = (
+        (f"{exchange}:{symbol}".encode(), open_time, inserted_ms / 1000.0)
+        for exchange, symbol, open_time, inserted_ms in rows.result_rows
+    )
+    ages = latency.window_latencies(inserted, closing, handed, since, "ClickHouse candles")
     if not ages:
         raise BenchmarkError("freshness: no candle closed after the warm-up (more --trades?)")
     return ages

@@ -35,7 +35,7 @@ import asyncio
 import math
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -205,13 +205,29 @@ def output_latencies(
 ) -> list[float]:
     """Seconds from the closing trade's hand-over to the arrival of each candle/signal on
     `topic` (records on other topics ignored), for windows closed at or after `since`."""
+    arrivals = (
+        (key, orjson.loads(value)["open_time"], arrived)
+        for record_topic, key, value, arrived in records
+        if record_topic == topic
+    )
+    return window_latencies(arrivals, closing, handed, since, topic)
+
+
+def window_latencies(
+    arrivals: Iterable[tuple[bytes, int, float]],
+    closing: dict[Window, int],
+    handed: list[float],
+    since: float,
+    where: str,
+) -> list[float]:
+    """Seconds from each window's closing trade's hand-over to its (key, open_time,
+    arrival time) in `arrivals`, for windows closed at or after `since`; a window no trade
+    closed is an error (`where` names the output it was read from)."""
     latencies = []
-    for record_topic, key, value, arrived in records:
-        if record_topic != topic:
-            continue
-        index = closing.get((key, orjson.loads(value)["open_time"]))
+    for key, open_time, arrived in arrivals:
+        index = closing.get((key, open_time))
         if index is None:
-            raise BenchmarkError(f"{topic}: a window no trade closed: {value!r}")
+            raise BenchmarkError(f"{where}: a window no trade closed: {key!r} {open_time}")
         if handed[index] >= since:
             latencies.append(arrived - handed[index])
     return latencies

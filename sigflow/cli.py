@@ -459,12 +459,14 @@ def webhooks_generate_key() -> None:
 def webhooks_reseal_secrets() -> None:
     """Write every subscription's secrets again under the first SIGFLOW_WEBHOOK_SECRETS_KEY
     key: after setting it, or after putting a new key first to rotate."""
+    from sinks.webhooks.secret_box import SecretBox
+
     settings = cli_settings()
     count = asyncio.run(_with_webhooks(settings, lambda store, _: store.reseal()))
     how = (
         "sealed with the first key"
-        if settings.webhook_secrets_key.get_secret_value()
-        else ("stored plain (SIGFLOW_WEBHOOK_SECRETS_KEY is not set)")
+        if SecretBox.from_settings(settings).seals
+        else "stored plain (SIGFLOW_WEBHOOK_SECRETS_KEY is not set)"
     )
     console.print(f"wrote the secrets of {count} subscription(s) again, {how}")
 
